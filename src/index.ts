@@ -40,5 +40,9 @@ export type {
   IdempotencyCompleteInput,
   IdempotencyPurgeInput,
   IdempotencyStore,
+  IdempotencyTransaction,
+  IdempotencyTransactionalStore,
+  IdempotencyTransactionOptions,
 } from './stores/contract.js';
+export { isTransactionalStore } from './stores/contract.js';
 export { createMemoryStore, type IdempotencyMemoryStoreOptions } from './stores/memory.js';

@@ -1,5 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { IdempotencyStore } from '../stores/contract.js';
+import {
+  type IdempotencyStore,
+  type IdempotencyTransactionalStore,
+  type IdempotencyTransactionOptions,
+  isTransactionalStore,
+} from '../stores/contract.js';
 import { type IdempotencyClock, sleep, systemClock } from './clock.js';
 import type { IdempotencyCodec, IdempotencyErrorPolicy } from './codec.js';
 import { describeValue, IdempotencyError } from './errors.js';
@@ -76,6 +81,13 @@ export interface IdempotencyCallPolicy {
   readonly leaseMs?: number | undefined;
   readonly inFlight?: IdempotencyInFlightPolicy | undefined;
   readonly maxResultBytes?: number | undefined;
+  /**
+   * Transactional mode: run the procedure inside one store transaction and write the record's completion with
+   * the same transaction, so the procedure's writes to that database and the record commit together or not at
+   * all. `true` uses the database's defaults. Requires a store with `transaction()` (the Prisma store).
+   * @default false
+   */
+  readonly transaction?: boolean | IdempotencyTransactionOptions | undefined;
 }
 
 /** What a running procedure is told. */
@@ -88,6 +100,11 @@ export interface IdempotencyRunContext {
    * key, so a procedure that can stop early should.
    */
   readonly signal: AbortSignal;
+  /**
+   * In transactional mode, the transaction's client (for Prisma: the `tx` of an interactive transaction). Every
+   * write that must happen exactly once goes through it. `undefined` outside transactional mode.
+   */
+  readonly transaction: unknown;
 }
 
 /**
@@ -297,10 +314,17 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
     const scope = validateScope(call.scope ?? '', procedure);
     const key = validateKey(call.key, procedure, call.required === true);
     const errors = call.errors ?? retryEverything;
+    const txStore = call.transaction ? transactionalStore(procedure) : undefined;
+    const txOptions = typeof call.transaction === 'object' ? call.transaction : undefined;
     if (key === undefined) {
       const controller = new AbortController();
       try {
-        const value = await call.run({ key: undefined, scope, signal: controller.signal });
+        const value = txStore
+          ? await txStore.transaction(
+              (tx) => call.run({ key: undefined, scope, signal: controller.signal, transaction: tx.client }),
+              txOptions,
+            )
+          : await call.run({ key: undefined, scope, signal: controller.signal, transaction: undefined });
         return { source: 'bypassed', ok: true, value };
       } catch (error) {
         return { source: 'bypassed', ok: false, error };
@@ -343,7 +367,7 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
       }
       if (claim.claimed) {
         if (claim.takenOver) emit('taken-over', base);
-        return runOwned(call, errors, base, ownerToken, lease, maxBytes);
+        return runOwned(call, errors, base, ownerToken, lease, maxBytes, txStore, txOptions);
       }
       let existing: IdempotencyRecord | null = claim.existing;
       checkFingerprint(existing, call, base);
@@ -358,6 +382,13 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
       cache?.set(cacheKey(scope, key), existing);
       return replay(existing, call, errors, base, false);
     }
+  }
+
+  function transactionalStore(procedure: string): IdempotencyTransactionalStore {
+    if (isTransactionalStore(store)) return store;
+    throw new TypeError(
+      `rpc-idempotency: ${procedure} asks for transactional mode, but store "${store.name}" cannot run transactions. Use createPrismaStore(prisma) (SQLite, PostgreSQL, MySQL/MariaDB), or turn transaction off for this procedure.`,
+    );
   }
 
   function checkFingerprint(
@@ -491,6 +522,8 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
     ownerToken: string,
     lease: number,
     maxBytes: number,
+    txStore: IdempotencyTransactionalStore | undefined,
+    txOptions: IdempotencyTransactionOptions | undefined,
   ): Promise<IdempotencyOutcome<T>> {
     const { scope, key } = base;
     const controller = new AbortController();
@@ -528,68 +561,167 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
       clock.clearTimeout(timer);
     };
 
+    if (txStore) {
+      return runInTransaction(call, errors, base, ownerToken, maxBytes, txStore, txOptions, controller.signal, stop);
+    }
     let value: T;
     try {
-      value = await call.run({ key, scope, signal: controller.signal });
+      value = await call.run({ key, scope, signal: controller.signal, transaction: undefined });
     } catch (error) {
       stop();
-      let final = false;
-      try {
-        final = errors.isFinal(error);
-      } catch {
-        final = false;
-      }
-      if (final) {
-        let encoded: { code: string; bytes: Uint8Array } | undefined;
-        try {
-          encoded = errors.encode(error);
-        } catch (encodeError) {
-          emit('not-storable', base, { error: encodeError });
-        }
-        if (encoded && encoded.bytes.byteLength > maxBytes) {
-          emit('not-storable', base, { error: tooLarge(encoded.bytes.byteLength, maxBytes, 'error') });
-          encoded = undefined;
-        }
-        await finish(base, ownerToken, {
-          status: IdempotencyStatus.FAILED,
-          result: encoded ? encoded.bytes : null,
-          resultCode: encoded ? encoded.code : RESULT_NOT_STORABLE,
-          codec: encoded ? call.codec.name : null,
-        });
-      } else {
-        try {
-          await withWriteRetry(() => store.release(scope, key, ownerToken));
-          emit('released', base);
-        } catch (releaseError) {
-          emit('store-error', base, { operation: 'release', error: releaseError });
-        }
-        wake(scope, key);
-      }
-      emit('executed', base, { ok: false });
-      return { source: 'executed', ok: false, error };
+      return failOwned(call, errors, base, ownerToken, maxBytes, error);
     }
     stop();
-    let bytes: Uint8Array | undefined;
+    const bytes = encodeResult(call, base, value, maxBytes);
+    await finish(base, ownerToken, completion(call, bytes));
+    emit('executed', base, { ok: true });
+    return { source: 'executed', ok: true, value };
+  }
+
+  /**
+   * Transactional mode:
+   *
+   * ```text
+   *   claim (committed) ─► BEGIN ─► procedure writes via tx ─► fenced complete via tx ─► COMMIT
+   *                          └─ procedure throws / fenced / crash ─► ROLLBACK: no writes, record still claimable
+   * ```
+   */
+  async function runInTransaction<T>(
+    call: IdempotencyCall<T>,
+    errors: IdempotencyErrorPolicy,
+    base: { scope: string; key: string; procedure: string; startedAt: number },
+    ownerToken: string,
+    maxBytes: number,
+    txStore: IdempotencyTransactionalStore,
+    txOptions: IdempotencyTransactionOptions | undefined,
+    signal: AbortSignal,
+    stop: () => void,
+  ): Promise<IdempotencyOutcome<T>> {
+    const { scope, key } = base;
+    let procedureFailure: { error: unknown } | undefined;
+    let fenced = false;
+    let value: T;
     try {
-      bytes = call.codec.encode(value);
+      value = await txStore.transaction(async (tx) => {
+        let result: T;
+        try {
+          result = await call.run({ key, scope, signal, transaction: tx.client });
+        } catch (error) {
+          procedureFailure = { error };
+          throw error;
+        }
+        const bytes = encodeResult(call, base, result, maxBytes);
+        if (!(await tx.complete({ scope, key, ownerToken, ...completion(call, bytes) }))) {
+          fenced = true;
+          throw new Error('fenced: the record was taken over; rolling back the procedure');
+        }
+        return result;
+      }, txOptions);
+    } catch (error) {
+      stop();
+      if (procedureFailure) return failOwned(call, errors, base, ownerToken, maxBytes, procedureFailure.error);
+      if (fenced) {
+        emit('store-error', base, {
+          operation: 'complete',
+          error: new Error('fenced: the record was taken over by another caller; the procedure was rolled back'),
+        });
+        wake(scope, key);
+        throw new IdempotencyError(
+          'IN_PROGRESS',
+          `The lease on idempotency key "${key}" for ${base.procedure} lapsed and another caller took it over, so this run was rolled back. Retry with the same key to get that caller's result.`,
+          { procedure: base.procedure, key, retryAfterMs },
+        );
+      }
+      // The transaction itself failed (commit error, timeout, lost connection): everything rolled back, so the
+      // key is released for a clean retry.
+      return failOwned(call, retryEverything, base, ownerToken, maxBytes, error);
+    }
+    stop();
+    wake(scope, key);
+    emit('executed', base, { ok: true });
+    return { source: 'executed', ok: true, value };
+  }
+
+  function completion<T>(
+    call: IdempotencyCall<T>,
+    bytes: Uint8Array | undefined,
+  ): Pick<IdempotencyRecord, 'result' | 'resultCode' | 'codec'> & {
+    status: typeof IdempotencyStatus.SUCCEEDED | typeof IdempotencyStatus.FAILED;
+  } {
+    return {
+      status: bytes ? IdempotencyStatus.SUCCEEDED : IdempotencyStatus.FAILED,
+      result: bytes ?? null,
+      resultCode: bytes ? null : RESULT_NOT_STORABLE,
+      codec: bytes ? call.codec.name : null,
+    };
+  }
+
+  /** Encode a result for storage; `undefined` (and a `not-storable` event) when it cannot be stored. */
+  function encodeResult<T>(
+    call: IdempotencyCall<T>,
+    base: { scope: string; key: string; procedure: string; startedAt: number },
+    value: T,
+    maxBytes: number,
+  ): Uint8Array | undefined {
+    try {
+      const bytes = call.codec.encode(value);
       if (!(bytes instanceof Uint8Array)) {
         throw new TypeError(
           `codec "${call.codec.name}" returned ${describeValue(bytes)} from encode; expected a Uint8Array`,
         );
       }
       if (bytes.byteLength > maxBytes) throw tooLarge(bytes.byteLength, maxBytes, 'result');
+      return bytes;
     } catch (error) {
-      bytes = undefined;
       emit('not-storable', base, { error });
+      return undefined;
     }
-    await finish(base, ownerToken, {
-      status: bytes ? IdempotencyStatus.SUCCEEDED : IdempotencyStatus.FAILED,
-      result: bytes ?? null,
-      resultCode: bytes ? null : RESULT_NOT_STORABLE,
-      codec: bytes ? call.codec.name : null,
-    });
-    emit('executed', base, { ok: true });
-    return { source: 'executed', ok: true, value };
+  }
+
+  /** The procedure failed: store a final error, or release the record for a retry. */
+  async function failOwned<T>(
+    call: IdempotencyCall<T>,
+    errors: IdempotencyErrorPolicy,
+    base: { scope: string; key: string; procedure: string; startedAt: number },
+    ownerToken: string,
+    maxBytes: number,
+    error: unknown,
+  ): Promise<IdempotencyOutcome<T>> {
+    const { scope, key } = base;
+    let final = false;
+    try {
+      final = errors.isFinal(error);
+    } catch {
+      final = false;
+    }
+    if (final) {
+      let encoded: { code: string; bytes: Uint8Array } | undefined;
+      try {
+        encoded = errors.encode(error);
+      } catch (encodeError) {
+        emit('not-storable', base, { error: encodeError });
+      }
+      if (encoded && encoded.bytes.byteLength > maxBytes) {
+        emit('not-storable', base, { error: tooLarge(encoded.bytes.byteLength, maxBytes, 'error') });
+        encoded = undefined;
+      }
+      await finish(base, ownerToken, {
+        status: IdempotencyStatus.FAILED,
+        result: encoded ? encoded.bytes : null,
+        resultCode: encoded ? encoded.code : RESULT_NOT_STORABLE,
+        codec: encoded ? call.codec.name : null,
+      });
+    } else {
+      try {
+        await withWriteRetry(() => store.release(scope, key, ownerToken));
+        emit('released', base);
+      } catch (releaseError) {
+        emit('store-error', base, { operation: 'release', error: releaseError });
+      }
+      wake(scope, key);
+    }
+    emit('executed', base, { ok: false });
+    return { source: 'executed', ok: false, error };
   }
 
   async function finish(

@@ -89,3 +89,57 @@ export interface IdempotencyStore {
   /** Delete up to `limit` records with `expiresAt <= now`; returns how many it deleted. */
   purgeExpired(input: IdempotencyPurgeInput): Promise<number>;
 }
+
+/**
+ * Options of a store transaction, passed through to the database.
+ *
+ * @example
+ * ```ts
+ * { isolationLevel: 'Serializable', timeoutMs: 10_000 }
+ * ```
+ */
+export interface IdempotencyTransactionOptions {
+  /** The database's isolation level name, e.g. `ReadCommitted`, `RepeatableRead`, `Serializable`. @default the database's default */
+  readonly isolationLevel?: string | undefined;
+  /** Roll back when the procedure and completion take longer than this. @default 5_000 (Prisma's default) */
+  readonly timeoutMs?: number | undefined;
+  /** How long to wait for a connection to start the transaction. @default 2_000 (Prisma's default) */
+  readonly maxWaitMs?: number | undefined;
+}
+
+/** One open store transaction, as {@link IdempotencyTransactionalStore.transaction} hands it to the work. */
+export interface IdempotencyTransaction<TClient = unknown> {
+  /** The transaction's client: the procedure's own writes go through it to commit with the record. */
+  readonly client: TClient;
+  /** The fenced completion, inside this transaction: `false` means the caller lost the record. */
+  complete(input: IdempotencyCompleteInput): Promise<boolean>;
+}
+
+/**
+ * A store that can commit the procedure's own writes and the record's completion in one database transaction
+ * (transactional mode). The claim stays outside: it is committed first, so duplicates see `IN_PROGRESS`.
+ *
+ * @example
+ * ```ts
+ * if (isTransactionalStore(store)) await store.transaction(async (tx) => { ... }, { timeoutMs: 10_000 });
+ * ```
+ */
+export interface IdempotencyTransactionalStore<TClient = unknown> extends IdempotencyStore {
+  /** Run `work` in one transaction: commit when it resolves, roll back and rethrow when it throws. */
+  transaction<R>(
+    work: (transaction: IdempotencyTransaction<TClient>) => Promise<R>,
+    options?: IdempotencyTransactionOptions,
+  ): Promise<R>;
+}
+
+/**
+ * Whether `store` supports transactional mode.
+ *
+ * @example
+ * ```ts
+ * isTransactionalStore(createMemoryStore()); // false
+ * ```
+ */
+export function isTransactionalStore(store: IdempotencyStore): store is IdempotencyTransactionalStore {
+  return typeof (store as Partial<IdempotencyTransactionalStore>).transaction === 'function';
+}
