@@ -12,6 +12,7 @@ import type { IdempotencyEvent, IdempotencyEventListener, IdempotencyEventType }
 import { validateKey, validateScope } from './key.js';
 import { type IdempotencyRecord, IdempotencyStatus, isRecordClaimable } from './record.js';
 import { RecordCache } from './record-cache.js';
+import { transactionLeaseMs } from './transaction.js';
 
 /**
  * What to do when a call finds its key `IN_PROGRESS` under a live lease.
@@ -38,9 +39,9 @@ export type IdempotencyInFlightPolicy =
  * const service = createIdempotencyService({ store: createMemoryStore(), ttlMs: 3_600_000 });
  * ```
  */
-export interface IdempotencyServiceOptions {
+export interface IdempotencyServiceOptions<TStore extends IdempotencyStore = IdempotencyStore> {
   /** Where records live. */
-  readonly store: IdempotencyStore;
+  readonly store: TStore;
   /** The source of time. @default systemClock */
   readonly clock?: IdempotencyClock;
   /** How long a record counts after it was created. @default 86_400_000 (24 h) */
@@ -85,6 +86,10 @@ export interface IdempotencyCallPolicy {
    * Transactional mode: run the procedure inside one store transaction and write the record's completion with
    * the same transaction, so the procedure's writes to that database and the record commit together or not at
    * all. `true` uses the database's defaults. Requires a store with `transaction()` (the Prisma store).
+   *
+   * The lease is then at least `maxWaitMs + timeoutMs + 1_000` (defaults 2_000 and 5_000) and is not renewed
+   * while the transaction runs: the transaction's timeout bounds the run, and a renewal from another
+   * connection would make the completion fail under PostgreSQL's `RepeatableRead` / `Serializable`.
    * @default false
    */
   readonly transaction?: boolean | IdempotencyTransactionOptions | undefined;
@@ -97,7 +102,8 @@ export interface IdempotencyRunContext {
   readonly scope: string;
   /**
    * Aborted when this call loses its lease (the store refused a renewal): another caller may now run the same
-   * key, so a procedure that can stop early should.
+   * key, so a procedure that can stop early should. Never aborted in transactional mode, where the lease is not
+   * renewed: it covers the whole transaction, whose timeout bounds the run instead.
    */
   readonly signal: AbortSignal;
   /**
@@ -162,11 +168,22 @@ export interface IdempotencyPurgeOptions {
 
 /**
  * The transport-independent idempotency service. Adapters (`rpc-idempotency/trpc`, `rpc-idempotency/grpc`)
- * call {@link IdempotencyService.execute} once per RPC.
+ * call {@link IdempotencyService.execute} once per RPC. `TStore` is the store's own type, so adapters can tell a
+ * transactional store's transaction client type (e.g. Prisma's `tx`) from the service.
+ *
+ * @example
+ * ```ts
+ * const service: IdempotencyService<typeof store> = createIdempotencyService({ store });
+ * ```
  */
-export interface IdempotencyService {
-  readonly store: IdempotencyStore;
+export interface IdempotencyService<TStore extends IdempotencyStore = IdempotencyStore> {
+  readonly store: TStore;
   readonly clock: IdempotencyClock;
+  /**
+   * The resolved {@link IdempotencyServiceOptions.maxResultBytes}. Adapters that buffer a result while it is
+   * produced (gRPC server streams) stop buffering past it instead of holding an unbounded stream in memory.
+   */
+  readonly maxResultBytes: number;
   /** Run one call through the lifecycle in SPEC.md. */
   execute<T>(call: IdempotencyCall<T>): Promise<IdempotencyOutcome<T>>;
   /** Delete expired records in batches; resolves to the number deleted. */
@@ -217,7 +234,9 @@ const retryEverything: IdempotencyErrorPolicy = {
  * const service = createIdempotencyService({ store: createMemoryStore(), leaseMs: 10_000 });
  * ```
  */
-export function createIdempotencyService(options: IdempotencyServiceOptions): IdempotencyService {
+export function createIdempotencyService<TStore extends IdempotencyStore = IdempotencyStore>(
+  options: IdempotencyServiceOptions<TStore>,
+): IdempotencyService<TStore> {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `createIdempotencyService: expected an options object with a store, received ${describeValue(options)}.`,
@@ -332,7 +351,9 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
     }
     const base = { scope, key, procedure, startedAt };
     const ttl = call.ttlMs === undefined ? ttlMs : positiveMs('ttlMs', call.ttlMs, ttlMs);
-    const lease = call.leaseMs === undefined ? leaseMs : positiveMs('leaseMs', call.leaseMs, leaseMs);
+    const callLease = call.leaseMs === undefined ? leaseMs : positiveMs('leaseMs', call.leaseMs, leaseMs);
+    // Transactional mode: the lease covers the whole transaction and is not renewed (see transactionLeaseMs).
+    const lease = txStore ? Math.max(callLease, transactionLeaseMs(txOptions)) : callLease;
     const inFlight = call.inFlight === undefined ? defaultInFlight : validateInFlight(call.inFlight);
     const maxBytes =
       call.maxResultBytes === undefined
@@ -527,6 +548,12 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
   ): Promise<IdempotencyOutcome<T>> {
     const { scope, key } = base;
     const controller = new AbortController();
+    if (txStore) {
+      // No heartbeat: the claim's lease already outlives the transaction (transactionLeaseMs), and a renewal
+      // from another connection would break the transaction's own completion under RepeatableRead or
+      // Serializable on PostgreSQL (40001), or wait for the transaction on SQLite.
+      return runInTransaction(call, errors, base, ownerToken, maxBytes, txStore, txOptions, controller.signal);
+    }
     const renewEvery = Math.min(renewIntervalMs, Math.max(1, Math.floor(lease / 3)));
     let timer: unknown;
     let stopped = false;
@@ -535,6 +562,9 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
         if (stopped) return;
         try {
           const renewed = await store.renew(scope, key, ownerToken, clock.now() + lease);
+          // A renewal that waited behind this call's own completion (a transaction holding the row) finds the
+          // record finished: that is success, not a lost lease.
+          if (stopped) return;
           if (!renewed) {
             emit('store-error', base, {
               operation: 'renew',
@@ -561,9 +591,6 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
       clock.clearTimeout(timer);
     };
 
-    if (txStore) {
-      return runInTransaction(call, errors, base, ownerToken, maxBytes, txStore, txOptions, controller.signal, stop);
-    }
     let value: T;
     try {
       value = await call.run({ key, scope, signal: controller.signal, transaction: undefined });
@@ -595,7 +622,6 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
     txStore: IdempotencyTransactionalStore,
     txOptions: IdempotencyTransactionOptions | undefined,
     signal: AbortSignal,
-    stop: () => void,
   ): Promise<IdempotencyOutcome<T>> {
     const { scope, key } = base;
     let procedureFailure: { error: unknown } | undefined;
@@ -618,7 +644,6 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
         return result;
       }, txOptions);
     } catch (error) {
-      stop();
       if (procedureFailure) return failOwned(call, errors, base, ownerToken, maxBytes, procedureFailure.error);
       if (fenced) {
         emit('store-error', base, {
@@ -636,7 +661,6 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
       // key is released for a clean retry.
       return failOwned(call, retryEverything, base, ownerToken, maxBytes, error);
     }
-    stop();
     wake(scope, key);
     emit('executed', base, { ok: true });
     return { source: 'executed', ok: true, value };
@@ -763,7 +787,7 @@ export function createIdempotencyService(options: IdempotencyServiceOptions): Id
     return deleted;
   }
 
-  return Object.freeze({ store, clock, execute, purgeExpired });
+  return Object.freeze({ store, clock, maxResultBytes, execute, purgeExpired });
 }
 
 function tooLarge(actual: number, limit: number, what: string): RangeError {

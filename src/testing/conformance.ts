@@ -159,7 +159,6 @@ export function runStoreConformanceSuite(options: IdempotencyConformanceOptions)
             ['tenant-1', 'ABC'],
             ['tenant-1', 'abc '],
             ['tenant-1', ' abc'],
-            ['tenant-1\u0000', 'abc'],
             ['tenant-1:abc', ''],
             ['Tenänt-1', 'abc'],
           ];
