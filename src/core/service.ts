@@ -737,8 +737,19 @@ export function createIdempotencyService<TStore extends IdempotencyStore = Idemp
       });
     } else {
       try {
-        await withWriteRetry(() => store.release(scope, key, ownerToken));
-        emit('released', base);
+        // `false` means the fence refused us: our lease lapsed and another caller owns the record now. Nothing was
+        // released, so reporting `released` would tell metrics a retry can run when in fact the new owner's
+        // record stands.
+        if (await withWriteRetry(() => store.release(scope, key, ownerToken))) {
+          emit('released', base);
+        } else {
+          emit('store-error', base, {
+            operation: 'release',
+            error: new Error(
+              'fenced: the record was taken over by another caller after this lease lapsed; it was left as it is',
+            ),
+          });
+        }
       } catch (releaseError) {
         emit('store-error', base, { operation: 'release', error: releaseError });
       }

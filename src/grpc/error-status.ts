@@ -2,12 +2,14 @@ import { status } from '@grpc/grpc-js';
 import type { IdempotencyErrorCode } from '../core/errors.js';
 
 /**
- * Why the gRPC interceptor refused a call: the core's {@link IdempotencyErrorCode}s plus two that only the
+ * Why the gRPC interceptor refused a call: the core's {@link IdempotencyErrorCode}s plus three that only the
  * gRPC adapter can hit. Sent to the client in the `idempotency-error` trailer.
  *
  * - `STREAMING_NOT_SUPPORTED`: a client-streaming or bidi call carried a key (or its method requires one).
  * - `SERVICE_NOT_REPLAYABLE`: the method's service was registered without `replayableService(...)`, so a
  *   stored response could not be replayed byte for byte; the interceptor refuses before anything runs.
+ * - `TRANSACTION_FAILED`: transactional mode; the call's transaction failed (it could not start, timed out, or
+ *   did not commit), so the handler's writes were rolled back and the key released: retry with the same key.
  *
  * @example
  * ```ts
@@ -15,7 +17,11 @@ import type { IdempotencyErrorCode } from '../core/errors.js';
  * if (code === 'IN_PROGRESS') retryLater();
  * ```
  */
-export type IdempotencyGrpcErrorCode = IdempotencyErrorCode | 'STREAMING_NOT_SUPPORTED' | 'SERVICE_NOT_REPLAYABLE';
+export type IdempotencyGrpcErrorCode =
+  | IdempotencyErrorCode
+  | 'STREAMING_NOT_SUPPORTED'
+  | 'SERVICE_NOT_REPLAYABLE'
+  | 'TRANSACTION_FAILED';
 
 /**
  * The one table from the interceptor's refusals to gRPC status codes (SPEC.md, "Errors and their mapping").
@@ -32,10 +38,15 @@ export type IdempotencyGrpcErrorCode = IdempotencyErrorCode | 'STREAMING_NOT_SUP
  * | `STORE_UNAVAILABLE` | `UNAVAILABLE` | yes: nothing ran |
  * | `STREAMING_NOT_SUPPORTED` | `UNIMPLEMENTED` | no: send the call without a key |
  * | `SERVICE_NOT_REPLAYABLE` | `INTERNAL` | no: a server configuration error |
+ * | `TRANSACTION_FAILED` | `ABORTED` | yes: the transaction rolled back and the key was released |
  *
  * Why `UNIMPLEMENTED` for streaming requests: gRPC defines it as "not implemented or not supported/enabled
  * in this service", which is exactly the case, and every client treats it as not retryable.
  * `FAILED_PRECONDITION` would say "fix the system's state, then retry", which no state change can satisfy.
+ * Why `ABORTED` for a failed transaction: gRPC defines it as "the operation was aborted, typically due to a
+ * concurrency issue such as a sequencer check failure or transaction abort", to be retried at a higher level.
+ * It arrives after the handler's response headers when the handler had already answered, so grpc-js's own
+ * `retryPolicy` does not retry it; the application retries with the same key.
  *
  * @example
  * ```ts
@@ -51,4 +62,5 @@ export const IdempotencyGrpcErrorStatus = Object.freeze({
   STORE_UNAVAILABLE: status.UNAVAILABLE,
   STREAMING_NOT_SUPPORTED: status.UNIMPLEMENTED,
   SERVICE_NOT_REPLAYABLE: status.INTERNAL,
+  TRANSACTION_FAILED: status.ABORTED,
 } as const satisfies Record<IdempotencyGrpcErrorCode, status>);

@@ -35,3 +35,4 @@ export {
   type IdempotencyGrpcStatusOverrides,
   IdempotencyGrpcStatusPolicy,
 } from './status-policy.js';
+export { type IdempotencyGrpcHandlerCall, idempotencyTransaction } from './transaction.js';

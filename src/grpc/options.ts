@@ -2,6 +2,8 @@ import type { Metadata, ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import type { IdempotencyCodec } from '../core/codec.js';
 import { describeValue } from '../core/errors.js';
 import type { IdempotencyInFlightPolicy, IdempotencyService } from '../core/service.js';
+import { validateTransactionOption } from '../core/transaction.js';
+import { type IdempotencyTransactionOptions, isTransactionalStore } from '../stores/contract.js';
 import { IdempotencyGrpcMetadata, validateMetadataKeyName } from './metadata.js';
 import {
   createStatusClassifier,
@@ -161,6 +163,24 @@ export interface IdempotencyGrpcMethodOptions extends IdempotencyGrpcPolicyOptio
    */
   // biome-ignore lint/suspicious/noExplicitAny: each method's value type is its own; the shape is checked at runtime
   readonly result?: IdempotencyGrpcSharedResult<any>;
+  /**
+   * Transactional mode (unary methods only): run the handler inside one store transaction and commit the
+   * idempotency record with it. The handler gets the transaction client with `idempotencyTransaction(call)` and
+   * writes through it before it answers; those writes and the record commit together or not at all, and the
+   * handler's status reaches the client only after the commit. `true` uses the database's defaults; an object
+   * passes `isolationLevel`, `timeoutMs` and `maxWaitMs`. Calls without a key run in a transaction too.
+   *
+   * A final error status rolls the handler's writes back and is stored outside the transaction (retries replay
+   * it). If the transaction fails after the handler answered (timeout, commit error), the client gets `ABORTED`
+   * with `idempotency-error: TRANSACTION_FAILED` instead of the handler's answer, and the key is released.
+   *
+   * Per method only (a server-wide default would also hit streaming methods, whose messages leave before any
+   * commit): a streaming method configured so is refused with `INTERNAL` at its first call. Requires a
+   * transactional store (`createPrismaStore`): any other is refused when the interceptor is created.
+   * @default false
+   * @example { '/payments.v1.Payments/CreatePayment': { transaction: { isolationLevel: 'Serializable' } } }
+   */
+  readonly transaction?: boolean | IdempotencyTransactionOptions;
 }
 
 /**
@@ -225,6 +245,8 @@ export interface ResolvedMethod {
   readonly maxResultBytesOption: number | undefined;
   // biome-ignore lint/suspicious/noExplicitAny: see IdempotencyGrpcMethodOptions.result
   readonly result: IdempotencyGrpcSharedResult<any> | undefined;
+  /** `undefined` when not transactional; `true` or the transaction options otherwise. */
+  readonly transaction: true | IdempotencyTransactionOptions | undefined;
 }
 
 /** The validated options (internal). */
@@ -240,7 +262,7 @@ export interface ResolvedOptions {
 const WHERE = 'idempotencyInterceptor';
 const METHOD_PATH = /^\/[^/\s]+\/[^/\s]+$/;
 const POLICY_KEYS = ['required', 'fingerprint', 'statusPolicy', 'ttlMs', 'leaseMs', 'inFlight', 'maxResultBytes'];
-const METHOD_KEYS = new Set([...POLICY_KEYS, 'procedure', 'result']);
+const METHOD_KEYS = new Set([...POLICY_KEYS, 'procedure', 'result', 'transaction']);
 const GLOBAL_KEYS = new Set([
   ...POLICY_KEYS,
   'service',
@@ -287,6 +309,11 @@ export function resolveOptions(options: IdempotencyGrpcOptions): ResolvedOptions
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `${WHERE}: expected an options object with a service, received ${describeValue(options)}. Pass { service: createIdempotencyService({ store }) }.`,
+    );
+  }
+  if (Object.hasOwn(options, 'transaction')) {
+    throw new TypeError(
+      `${WHERE}: transaction is a per-method option (transactional mode is for unary methods only), received it for all methods. Set it for each unary method: methods: { '/payments.v1.Payments/CreatePayment': { transaction: true } }.`,
     );
   }
   checkKeys(options, GLOBAL_KEYS, `${WHERE}`);
@@ -338,6 +365,11 @@ export function resolveOptions(options: IdempotencyGrpcOptions): ResolvedOptions
       );
     }
     if (value.result !== undefined) validateSharedResult(value.result, where);
+    if (validateTransactionOption(value.transaction, where) && !isTransactionalStore(service.store)) {
+      throw new TypeError(
+        `${where}: transactional mode needs a store that can run transactions, but the service's store "${service.store.name}" cannot. Create the service with createPrismaStore(prisma) (SQLite, PostgreSQL, MySQL/MariaDB), or remove transaction.`,
+      );
+    }
     listed.set(path, value);
   }
 
@@ -364,6 +396,8 @@ export function resolveOptions(options: IdempotencyGrpcOptions): ResolvedOptions
         maxResultBytes: maxResultBytesOption ?? service.maxResultBytes ?? 1_048_576,
         maxResultBytesOption,
         result: local.result,
+        transaction:
+          local.transaction === true || typeof local.transaction === 'object' ? local.transaction : undefined,
       });
     }
     // Paths come from registered handlers only (grpc-js answers unknown paths itself), so this stays small.

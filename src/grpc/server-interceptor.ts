@@ -13,6 +13,7 @@ import { IdempotencyError, isIdempotencyError } from '../core/errors.js';
 import { computeFingerprint } from '../core/fingerprint.js';
 import { validateKey } from '../core/key.js';
 import type { IdempotencyOutcome } from '../core/service.js';
+import { describeTransactionFailure } from '../core/transaction.js';
 import {
   decodeGrpcResponse,
   encodeGrpcResponse,
@@ -31,6 +32,7 @@ import {
 import { replayableInfo, replayMessage } from './replayable-service.js';
 import { decodeSharedError, encodeSharedError } from './shared-errors.js';
 import { statusName } from './status-policy.js';
+import { openTransaction } from './transaction.js';
 
 type SendStatus = NonNullable<Responder['sendStatus']>;
 type StatusToSend = Parameters<SendStatus>[0];
@@ -60,6 +62,13 @@ type MethodDescriptor = ServerMethodDefinition<any, any>;
  *                                                          └─ running elsewhere ─► ABORTED + grpc-retry-pushback-ms
  * client cancels / deadline passes while the handler runs ─► release (a retry runs again)
  * ```
+ *
+ * Transactional mode (per method, `methods: { [path]: { transaction: true } }`, unary only): the claim is
+ * committed first, then the handler runs inside a store transaction and reads its client with
+ * `idempotencyTransaction(call)`; its writes and the record's completion commit together, and its status is
+ * held until the commit. A failed transaction turns the handler's answer into `ABORTED`
+ * (`idempotency-error: TRANSACTION_FAILED`), a lost lease into `ABORTED` (`IN_PROGRESS`): the client never
+ * sees success for writes that were rolled back.
  *
  * @example
  * ```ts
@@ -179,6 +188,10 @@ function interceptCall(
   const replay = replayableInfo(descriptor.responseSerialize);
 
   let keyed = false;
+  /** A call without a key to a transactional method: it still runs in a transaction. */
+  let transactionalKeyless = false;
+  /** Closes the handler's access to the call's transaction (idempotencyTransaction) once it ended. */
+  let closeTransaction: (() => void) | undefined;
   let key = '';
   let requestMetadata = new Metadata();
   let messageSeen = false;
@@ -212,19 +225,39 @@ function interceptCall(
     call,
   };
 
-  const refuse = (
+  const refusal = (
     code: IdempotencyGrpcErrorCode,
     details: string,
     extra: { pushbackMs?: number | undefined; replayed?: boolean } = {},
-  ) => {
+  ): StatusToSend => {
     const trailers = new Metadata();
     trailers.set(IdempotencyGrpcMetadata.ERROR, code);
     if (extra.pushbackMs !== undefined) {
       trailers.set(IdempotencyGrpcMetadata.RETRY_PUSHBACK_MS, String(Math.max(1, Math.round(extra.pushbackMs))));
     }
     if (extra.replayed) trailers.set(IdempotencyGrpcMetadata.REPLAYED, 'true');
+    return { code: IdempotencyGrpcErrorStatus[code], details, metadata: trailers };
+  };
+
+  const refuse = (
+    code: IdempotencyGrpcErrorCode,
+    details: string,
+    extra: { pushbackMs?: number | undefined; replayed?: boolean } = {},
+  ) => {
     // Trailers-only (no sendMetadata first): grpc-js clients only retry calls that received no headers.
-    call.sendStatus({ code: IdempotencyGrpcErrorStatus[code], details, metadata: trailers });
+    call.sendStatus(refusal(code, details, extra));
+  };
+
+  /**
+   * Transactional mode: the handler answered, but its transaction did not commit. Send an error in place of the
+   * held status (after the handler's headers, so it is not trailers-only), or refuse if nothing was sent yet.
+   */
+  const failTransactional = (code: IdempotencyGrpcErrorCode, details: string, pushbackMs?: number) => {
+    const pending = held;
+    held = undefined;
+    const status = refusal(code, details, { pushbackMs });
+    if (pending) pending.next(status);
+    else call.sendStatus(status);
   };
 
   const refuseWith = (error: unknown, origin: 'service' | 'option', replayed = false) => {
@@ -293,6 +326,17 @@ function interceptCall(
 
   const finishOutcome = (outcome: IdempotencyOutcome<RunValue>) => {
     if (outcome.source !== 'replayed') {
+      if (method.transaction !== undefined && !outcome.ok && !(outcome.error instanceof HandlerFailure)) {
+        // The handler succeeded (or never started), but the transaction failed: its writes are gone.
+        const details = describeTransactionFailure(
+          method.procedure,
+          keyed ? key : undefined,
+          outcome.error,
+          held !== undefined,
+        );
+        failTransactional('TRANSACTION_FAILED', details);
+        return;
+      }
       flushHeld();
       return;
     }
@@ -310,7 +354,7 @@ function interceptCall(
     refuseWith(outcome.error, 'service', true);
   };
 
-  const run = (message: unknown, next: (message: unknown) => void): Promise<RunValue> => {
+  const run = (message: unknown, next: (message: unknown) => void, transaction: unknown): Promise<RunValue> => {
     if (cancelled) return Promise.reject(cancelledFailure(call));
     return new Promise<RunValue>((resolve, reject) => {
       capture = { headers: null, messages: [], objects: [], bytes: 0, notStorable: undefined };
@@ -319,26 +363,33 @@ function interceptCall(
         if (result.ok) resolve(result.value);
         else reject(result.error);
       };
+      if (method.transaction !== undefined) {
+        // The handler finds the transaction through the objects grpc-js hands it unchanged (see transaction.ts).
+        closeTransaction = openTransaction(transaction, descriptor.path, [requestMetadata, message]);
+      }
       // The handler starts once the message (and the half-close grpc-js held back meanwhile) pass on.
       next(message);
     });
   };
 
-  const handleKeyedMessage = async (message: unknown, next: (message: unknown) => void) => {
-    let scope: string;
-    let fingerprint: string;
-    try {
-      scope = await config.scope(context);
-      fingerprint = computeFingerprint(method.procedure, method.fingerprint(message, context));
-    } catch (error) {
-      refuseWith(error, 'option');
-      return;
+  // A keyed call, or a call without a key to a transactional method (then it runs in a transaction, unrecorded).
+  const handleClaimedMessage = async (message: unknown, next: (message: unknown) => void) => {
+    let scope = '';
+    let fingerprint = '';
+    if (keyed) {
+      try {
+        scope = await config.scope(context);
+        fingerprint = computeFingerprint(method.procedure, method.fingerprint(message, context));
+      } catch (error) {
+        refuseWith(error, 'option');
+        return;
+      }
     }
     if (cancelled) return;
     try {
       const outcome = await config.service.execute<RunValue>({
         procedure: method.procedure,
-        key,
+        key: keyed ? key : undefined,
         scope,
         fingerprint,
         required: method.required,
@@ -348,11 +399,25 @@ function interceptCall(
         leaseMs: method.leaseMs,
         inFlight: method.inFlight,
         maxResultBytes: method.maxResultBytesOption,
-        run: () => run(message, next),
+        transaction: method.transaction,
+        run: ({ transaction }) => run(message, next, transaction),
       });
+      closeTransaction?.();
       finishOutcome(outcome);
     } catch (error) {
-      if (held) {
+      closeTransaction?.();
+      if (held && method.transaction !== undefined) {
+        // The handler answered, but its transaction rolled back (a lost lease): never report it as a success.
+        if (isIdempotencyError(error)) {
+          failTransactional(error.code, error.message, error.retryAfterMs ?? 1_000);
+        } else {
+          reportError(config, descriptor.path, error);
+          failTransactional(
+            'TRANSACTION_FAILED',
+            describeTransactionFailure(method.procedure, keyed ? key : undefined, error, true),
+          );
+        }
+      } else if (held) {
         // The handler finished and its answer is real: deliver it whatever went wrong around it.
         reportError(config, descriptor.path, error);
         flushHeld();
@@ -369,6 +434,17 @@ function interceptCall(
   const listener: ServerListener = {
     onReceiveMetadata(metadata, next) {
       requestMetadata = metadata;
+      if (method.transaction !== undefined && (descriptor.requestStream || descriptor.responseStream)) {
+        const kind = descriptor.requestStream
+          ? descriptor.responseStream
+            ? 'bidirectional-streaming'
+            : 'client-streaming'
+          : 'server-streaming';
+        const details = `rpc-idempotency: ${descriptor.path} is configured with transaction, but it is a ${kind} method; transactional mode supports unary methods only (streamed messages would reach the client before the commit). Remove transaction for this method; nothing ran.`;
+        reportError(config, descriptor.path, new TypeError(details));
+        call.sendStatus({ code: status.INTERNAL, details, metadata: null });
+        return;
+      }
       let raw: string | undefined;
       try {
         raw = readKey(metadata, config.metadataKey, method.procedure);
@@ -395,6 +471,7 @@ function interceptCall(
         return;
       }
       if (validated === undefined) {
+        transactionalKeyless = method.transaction !== undefined;
         next(metadata);
         return;
       }
@@ -410,13 +487,13 @@ function interceptCall(
       next(metadata);
     },
     onReceiveMessage(message, next) {
-      if (!keyed || messageSeen) {
+      if ((!keyed && !transactionalKeyless) || messageSeen) {
         // A second message on a unary call: grpc-js itself answers UNIMPLEMENTED.
         next(message);
         return;
       }
       messageSeen = true;
-      void handleKeyedMessage(message, next);
+      void handleClaimedMessage(message, next);
     },
     onCancel() {
       cancelled = true;

@@ -21,7 +21,7 @@ import { PaymentsService } from './payments.js';
 const service = createIdempotencyService({ store: createMemoryStore() });
 
 describe('IdempotencyGrpcErrorStatus (the one error table)', () => {
-  it('maps every IdempotencyErrorCode as SPEC.md says, plus the two gRPC-only refusals', () => {
+  it('maps every IdempotencyErrorCode as SPEC.md says, plus the three gRPC-only refusals', () => {
     expect(IdempotencyGrpcErrorStatus).toEqual({
       KEY_MISSING: grpc.status.INVALID_ARGUMENT,
       KEY_INVALID: grpc.status.INVALID_ARGUMENT,
@@ -31,6 +31,7 @@ describe('IdempotencyGrpcErrorStatus (the one error table)', () => {
       STORE_UNAVAILABLE: grpc.status.UNAVAILABLE,
       STREAMING_NOT_SUPPORTED: grpc.status.UNIMPLEMENTED,
       SERVICE_NOT_REPLAYABLE: grpc.status.INTERNAL,
+      TRANSACTION_FAILED: grpc.status.ABORTED,
     });
   });
 

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { describeValue } from '../../core/errors.js';
 import { type IdempotencyRecord, IdempotencyStatus, isRecordClaimable, MAX_KEY_LENGTH } from '../../core/record.js';
 import type {
@@ -343,13 +344,33 @@ interface ClientGate {
 
 const PASS_THROUGH_GATE: ClientGate = { shared: (fn) => fn(), exclusive: (fn) => fn() };
 
+/**
+ * Marks the async flow of a running store transaction, so that a store operation started from inside it (a
+ * nested idempotent call in a transactional procedure) is refused at once instead of waiting for its own
+ * transaction forever. Where the flow is lost (a gRPC handler started from a stream event), the transaction's
+ * deadline in `transaction()` ends the wait instead.
+ */
+const insideTransaction = new AsyncLocalStorage<object>();
+
+function nestedOperationError(): TypeError {
+  return new TypeError(
+    'Prisma idempotency store (SQLite): a store operation was started inside a store transaction of the same ' +
+      'client (e.g. an idempotent call made from a transactional procedure). A SQLite client has one connection, ' +
+      'so it would wait for its own transaction forever. Make that call outside the transactional procedure, or ' +
+      'write through the transaction client instead.',
+  );
+}
+
 function createClientGate(): ClientGate {
   let inFlight = 0;
   let exclusiveWaiting = 0;
   let exclusiveTail: Promise<void> = Promise.resolve();
   let onDrained: (() => void) | undefined;
+  /** The token of the transaction that holds the client now, if any. */
+  let running: object | undefined;
   return {
     async shared(fn) {
+      if (running !== undefined && insideTransaction.getStore() === running) throw nestedOperationError();
       while (exclusiveWaiting > 0) await exclusiveTail;
       inFlight++;
       try {
@@ -374,7 +395,13 @@ function createClientGate(): ClientGate {
           });
         }
         onDrained = undefined;
-        return await fn();
+        const token = {};
+        running = token;
+        try {
+          return await insideTransaction.run(token, fn);
+        } finally {
+          running = undefined;
+        }
       } finally {
         exclusiveWaiting--;
         release();
@@ -426,7 +453,19 @@ export type IdempotencyPrismaStore<C extends IdempotencyPrismaQueryable = Idempo
   ? IdempotencyTransactionalStore<IdempotencyPrismaTransactionClientOf<C>>
   : IdempotencyStore;
 
+/**
+ * The isolation levels each provider's interactive transactions accept, by Prisma's names. Checked here because
+ * the drivers' own errors do not say what to do (SQLite answers 'ReadCommitted' with "Conversion error: READ
+ * COMMITTED").
+ */
+const ISOLATION_LEVELS: Readonly<Record<IdempotencyPrismaProvider, readonly string[]>> = Object.freeze({
+  sqlite: ['Serializable'],
+  postgresql: ['ReadUncommitted', 'ReadCommitted', 'RepeatableRead', 'Serializable'],
+  mysql: ['ReadUncommitted', 'ReadCommitted', 'RepeatableRead', 'Serializable'],
+});
+
 function toPrismaTransactionOptions(
+  provider: IdempotencyPrismaProvider,
   options: IdempotencyTransactionOptions | undefined,
 ): IdempotencyPrismaTransactionOptions {
   if (options === undefined) return {};
@@ -442,6 +481,16 @@ function toPrismaTransactionOptions(
       fail(
         'transaction',
         `expected \`isolationLevel\` to be a string such as 'Serializable', got ${describeValue(options.isolationLevel)}.`,
+      );
+    }
+    const levels = ISOLATION_LEVELS[provider];
+    if (!levels.includes(options.isolationLevel)) {
+      fail(
+        'transaction',
+        `expected \`isolationLevel\` to be one of ${levels.map((level) => `'${level}'`).join(', ')} on ${provider}, got ${describeValue(options.isolationLevel)}.` +
+          (provider === 'sqlite'
+            ? ' SQLite runs every transaction serializably: remove isolationLevel.'
+            : ' Use the Prisma name of the level.'),
       );
     }
     prismaOptions.isolationLevel = options.isolationLevel;
@@ -701,12 +750,36 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
   const transactional: IdempotencyTransactionalStore<unknown> = {
     ...store,
     async transaction(work, transactionOptions) {
-      const prismaOptions = toPrismaTransactionOptions(transactionOptions);
-      return gate.exclusive(async () =>
-        (prisma as unknown as IdempotencyPrismaClient).$transaction(
-          (tx) => work({ client: tx, complete: (input) => completeOn(tx, input) }),
-          prismaOptions,
-        ),
+      const prismaOptions = toPrismaTransactionOptions(provider, transactionOptions);
+      const run = () =>
+        Promise.resolve(
+          (prisma as unknown as IdempotencyPrismaClient).$transaction(
+            (tx) => work({ client: tx, complete: (input) => completeOn(tx, input) }),
+            prismaOptions,
+          ),
+        );
+      if (provider !== 'sqlite') return run();
+      // SQLite: the transaction holds the client's one connection (the gate) until Prisma's $transaction settles,
+      // and $transaction waits for the work even after its timeout rolled the transaction back. Work stuck past
+      // that point (e.g. waiting on this client) would hold every other operation forever: give the client back.
+      const deadlineMs = (prismaOptions.maxWait ?? 2_000) + (prismaOptions.timeout ?? 5_000) + 1_000;
+      return gate.exclusive(
+        () =>
+          new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+              reject(
+                new Error(
+                  `Prisma idempotency store, transaction(): the work of a SQLite transaction had not returned ` +
+                    `${deadlineMs} ms after it started (maxWait + timeout + 1 s), so Prisma has rolled it back; the ` +
+                    'client is released for other operations. Make the procedure return within timeoutMs (and ' +
+                    'never wait inside it for another operation on the same SQLite client).',
+                ),
+              );
+            }, deadlineMs);
+            run()
+              .then(resolve, reject)
+              .finally(() => clearTimeout(timer));
+          }),
       );
     },
   };
