@@ -4,18 +4,11 @@
 //
 // Prints the payment, the idempotent-replayed header, and the status.
 import * as grpc from '@grpc/grpc-js';
-import { PaymentsClient } from './payments-service.js';
+import { createPaymentsClient } from './payments-service.js';
 
 const [address = '127.0.0.1:50051', key = `order-${Date.now()}`, amount = '1250', orderId = key] =
   process.argv.slice(2);
-const client = new PaymentsClient(address, grpc.credentials.createInsecure()) as unknown as {
-  createPayment(
-    request: object,
-    metadata: grpc.Metadata,
-    callback: (error: grpc.ServiceError | null, value?: object) => void,
-  ): grpc.ClientUnaryCall;
-  close(): void;
-};
+const client = createPaymentsClient(address);
 const metadata = new grpc.Metadata();
 metadata.set('idempotency-key', key);
 const call = client.createPayment(
@@ -28,8 +21,7 @@ const call = client.createPayment(
       if (code) console.error(`idempotency-error: ${String(code)}`);
       process.exitCode = 1;
     } else {
-      const { id, amount: charged, currency } = payment as { id: string; amount: string; currency: string };
-      console.log(`payment ${id}: ${charged} ${currency}`);
+      console.log(`payment ${payment?.id}: ${payment?.amount} ${payment?.currency}`);
     }
     client.close();
   },

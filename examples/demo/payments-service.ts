@@ -101,6 +101,21 @@ export const PaymentsClient = (
   }
 ).payments.v1.Payments;
 
+/** The generated gRPC client, typed for the one method the demo calls. */
+export interface DemoPaymentsClient {
+  createPayment(
+    request: object,
+    metadata: grpc.Metadata,
+    callback: (error: grpc.ServiceError | null, value?: { id: string; amount: string; currency: string }) => void,
+  ): grpc.ClientUnaryCall;
+  close(): void;
+}
+
+/** A gRPC client of the payments service at `address` (channel options such as a retry service config). */
+export function createPaymentsClient(address: string, options: grpc.ClientOptions = {}): DemoPaymentsClient {
+  return new PaymentsClient(address, grpc.credentials.createInsecure(), options) as unknown as DemoPaymentsClient;
+}
+
 export interface PaymentsServiceOptions {
   prisma: PrismaClient;
   /** false: the same service without rpc-idempotency, to show what it prevents. */

@@ -17,6 +17,7 @@ import { idempotencyKeyInterceptor, idempotentRetryServiceConfig } from '../../s
 import type { IdempotencyEvent } from '../../src/index.js';
 import { getIdempotencyErrorCode, idempotencyHeaders, idempotencyLink } from '../../src/trpc/client.js';
 import {
+  createPaymentsClient,
   GRPC_METHOD,
   type LedgerRow,
   openDatabase,
@@ -167,14 +168,7 @@ async function startLossyGrpcHop(
   backendAddress: string,
   log: (transport: string, key: string, what: string) => void,
 ): Promise<{ address: string; close(): void }> {
-  const backend = new PaymentsClient(backendAddress, grpc.credentials.createInsecure()) as unknown as {
-    createPayment(
-      request: object,
-      metadata: grpc.Metadata,
-      callback: (error: grpc.ServiceError | null, value?: object) => void,
-    ): grpc.ClientUnaryCall;
-    close(): void;
-  };
+  const backend = createPaymentsClient(backendAddress);
   const hop = new grpc.Server();
   hop.addService(PaymentsClient.service, {
     createPayment(call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>) {
@@ -295,19 +289,12 @@ async function runStorm(idempotency: boolean): Promise<RunResult> {
     }) as unknown as TrpcClient;
   };
 
-  const grpcClient = new PaymentsClient(hop.address, grpc.credentials.createInsecure(), {
+  const grpcClient = createPaymentsClient(hop.address, {
     interceptors: [idempotencyKeyInterceptor()],
     'grpc.service_config': JSON.stringify(
       idempotentRetryServiceConfig({ methods: ['payments.v1.Payments'], maxAttempts: 5, initialBackoffMs: 150 }),
     ),
-  }) as unknown as {
-    createPayment(
-      request: object,
-      metadata: grpc.Metadata,
-      callback: (error: grpc.ServiceError | null, value?: { id: string }) => void,
-    ): grpc.ClientUnaryCall;
-    close(): void;
-  };
+  });
   const grpcCall: Clients['grpcCall'] = (request, options = {}) =>
     new Promise((resolve, reject) => {
       const metadata = new grpc.Metadata();

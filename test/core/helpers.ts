@@ -62,16 +62,7 @@ export function instrument(inner: IdempotencyStore): InstrumentedStore {
   };
 }
 
-/** A deferred promise, to hold a procedure in flight without sleeping. */
-export function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+export { deferred } from '../support/deferred.js';
 
 export class ValidationError extends Error {
   override name = 'ValidationError';

@@ -2,23 +2,10 @@
 // trailers and status, and store wrappers that count or break store operations.
 import * as grpc from '@grpc/grpc-js';
 import type { IdempotencyStore } from '../../src/index.js';
+import { deferred } from '../support/deferred.js';
 import type { PaymentsClient } from './payments.js';
 
-export interface Deferred<T> {
-  readonly promise: Promise<T>;
-  resolve(value: T): void;
-  reject(error: unknown): void;
-}
-
-export function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+export { type Deferred, deferred } from '../support/deferred.js';
 
 /** Resolves when `predicate` holds, re-checking on every call of the returned `check`. */
 export function waitUntil(predicate: () => boolean): { promise: Promise<void>; check(): void } {

@@ -18,7 +18,7 @@ import {
   type IdempotencyTrpcMiddlewareOptions,
   idempotencyMiddleware,
 } from '../../src/trpc/index.js';
-import { deferred } from './support/deferred.js';
+import { deferred } from '../support/deferred.js';
 
 interface Ctx {
   headers: Record<string, string>;

@@ -8,7 +8,7 @@ import {
   idempotencyErrorData,
   idempotencyMiddleware,
 } from '../../../src/trpc/index.js';
-import { type Deferred, deferred } from './deferred.js';
+import { type Deferred, deferred } from '../../support/deferred.js';
 
 /** What both adapters' createContext return: the usual shapes (`req` + `res`, or `req` + `resHeaders`). */
 export interface TestContext {
