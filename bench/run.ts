@@ -679,6 +679,34 @@ async function benchBreakdown(open: OpenDatabase): Promise<BreakdownRow[]> {
       });
       check(!claim.claimed, 'breakdown: a claim on a finished record won');
     };
+    // A record still running (a live lease for the whole run): claims on it lose, as a duplicate of a running call.
+    const runningKey = randomUUID();
+    const seeded = Date.now();
+    const seed = await open.store.claim({
+      scope: '',
+      key: runningKey,
+      fingerprint: 'f'.repeat(64),
+      procedure: 'payments.create',
+      ownerToken: randomUUID(),
+      now: seeded,
+      lockedUntil: seeded + 3_600_000,
+      expiresAt: seeded + 86_400_000,
+    });
+    check(seed.claimed, 'breakdown: seeding the running key');
+    const claimRunning = (store: IdempotencyStore) => async () => {
+      const now = Date.now();
+      const claim = await store.claim({
+        scope: '',
+        key: runningKey,
+        fingerprint: 'f'.repeat(64),
+        procedure: 'payments.create',
+        ownerToken: randomUUID(),
+        now,
+        lockedUntil: now + 30_000,
+        expiresAt: now + 86_400_000,
+      });
+      check(!claim.claimed && claim.existing.status === 'IN_PROGRESS', 'breakdown: a claim on a running record won');
+    };
     const scenarios: Scenario[] = [
       { id: 'SELECT 1, driver', run: async () => shim.client.$queryRawUnsafe('SELECT 1') },
       { id: 'SELECT 1, Prisma $queryRawUnsafe', run: async () => open.prisma.$queryRawUnsafe('SELECT 1') },
@@ -691,6 +719,8 @@ async function benchBreakdown(open: OpenDatabase): Promise<BreakdownRow[]> {
       { id: 'claim finished, driver', run: claimFinished(viaDriver) },
       { id: 'claim finished, Prisma', run: claimFinished(viaPrisma) },
       { id: 'service replay, Prisma', run: async () => check((await first(finishedKey)) === 'replayed', 'replay') },
+      { id: 'claim running, driver', run: claimRunning(viaDriver) },
+      { id: 'claim running, Prisma', run: claimRunning(viaPrisma) },
     ];
     const results = await measureInterleaved(scenarios, CONFIG);
     const m = (id: string) => (results.get(id) as LatencySummary).medianUs;
@@ -735,6 +765,16 @@ async function benchBreakdown(open: OpenDatabase): Promise<BreakdownRow[]> {
         'replay: service.execute',
         'service replay, Prisma',
         m('service replay, Prisma') - m('claim finished, Prisma'),
+      ),
+      row(
+        'duplicate while running: our claim on an IN_PROGRESS key, bare driver',
+        'claim running, driver',
+        m('claim running, driver') - m('floor read'),
+      ),
+      row(
+        'duplicate while running: our claim on an IN_PROGRESS key, through Prisma',
+        'claim running, Prisma',
+        m('claim running, Prisma') - m('claim running, driver'),
       ),
     ];
   } finally {
@@ -1012,9 +1052,10 @@ function renderMarkdown(r: Results): string {
       ]),
     ),
     '',
-    '## 5. Where the time goes (service level: a first execution, then a replay)',
+    '## 5. Where the time goes (service level: a first execution, a replay, a duplicate of a running call)',
     '',
-    '"Adds" is the step\'s median minus the step above it, all measured interleaved.',
+    '"Adds" is the step\'s median minus the step above it (for the first duplicate row: minus the replay floor, ' +
+      'one primary-key read), all measured interleaved.',
     '',
     table(
       ['database', 'step', 'median', 'p99', 'adds'],

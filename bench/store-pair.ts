@@ -157,14 +157,12 @@ async function rawPair(db: TestDatabase): Promise<{ pair: Pair; close: () => Pro
         options: `-c search_path=${db.namespace.schema}`,
       });
       await client.connect();
-      // The store's one-statement claim, as a named (server-side prepared) statement.
+      // The store's one-statement claim (insert, or return the existing row), as a named prepared statement.
       const claimSql =
-        `WITH claimed AS (INSERT INTO idempotency_records AS t (${COLUMNS}) ` +
+        `WITH ins AS (INSERT INTO idempotency_records (${COLUMNS}) ` +
         "VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, NULL, NULL, NULL, $7, $8) " +
-        'ON CONFLICT (scope, "key") DO UPDATE SET fingerprint = EXCLUDED.fingerprint ' +
-        "WHERE t.expires_at <= $7 OR (t.status = 'IN_PROGRESS' AND t.locked_until <= $7) " +
-        'RETURNING (t.xmax = 0) AS inserted) ' +
-        'SELECT c.inserted, s.* FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON TRUE ' +
+        'ON CONFLICT (scope, "key") DO NOTHING RETURNING 1) ' +
+        'SELECT EXISTS (SELECT 1 FROM ins) AS inserted, s.* FROM (SELECT 1) AS one ' +
         'LEFT JOIN idempotency_records AS s ON s.scope = $1 AND s."key" = $2';
       const completeSql =
         'UPDATE idempotency_records SET status = $4, result = $5, result_code = $6, codec = $7 ' +

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parsePurgeArguments, PurgeUsageError } from '../../src/cli/purge.js';
+import { PurgeUsageError, parsePurgeArguments } from '../../src/cli/purge.js';
 import { createPrismaStore } from '../../src/stores/prisma/index.js';
 import { createTestDatabase, describeWithDatabase, TEST_PROVIDERS, type TestDatabase } from '../support/databases.js';
 

@@ -19,9 +19,12 @@ describe('README.md', () => {
     ]);
   });
 
-  it.each(blocks.map((block) => [block[1] as string, block[2] as string]))('shows %s exactly as it is run', (path, code) => {
-    expect(code).toBe(`${readFileSync(`${root}${path}`, 'utf8').trimEnd()}\n`);
-  });
+  it.each(blocks.map((block) => [block[1] as string, block[2] as string]))(
+    'shows %s exactly as it is run',
+    (path, code) => {
+      expect(code).toBe(`${readFileSync(`${root}${path}`, 'utf8').trimEnd()}\n`);
+    },
+  );
 
   it('keeps the quick start to two commands: the demo and the tests', () => {
     const quickStart = readme.split('## Quick start')[1]?.split('\n## ')[0] ?? '';

@@ -35,7 +35,8 @@ describe('package shape', () => {
   });
 
   it('keeps src/core free of transports and databases', () => {
-    const forbidden = /from '(@trpc|@grpc|@prisma|\.\.\/trpc|\.\.\/grpc|\.\.\/stores\/prisma|pg|mariadb|better-sqlite3)/;
+    const forbidden =
+      /from '(@trpc|@grpc|@prisma|\.\.\/trpc|\.\.\/grpc|\.\.\/stores\/prisma|pg|mariadb|better-sqlite3)/;
     for (const file of sourceFiles(join(root, 'src', 'core'))) {
       const text = readFileSync(file, 'utf8');
       const imports = text.split('\n').filter((line) => /^import /.test(line) && !/^import type /.test(line));
@@ -58,9 +59,13 @@ describe('build', () => {
 
   beforeAll(async () => {
     outDir = mkdtempSync(join(tmpdir(), 'rpc-idempotency-build-'));
-    await run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', outDir], {
-      cwd: root,
-    });
+    await run(
+      process.execPath,
+      [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', outDir],
+      {
+        cwd: root,
+      },
+    );
   }, 120_000);
 
   afterAll(() => {
@@ -79,7 +84,10 @@ describe('build', () => {
 
   it('exposes the documented API from the root entry of the built package', async () => {
     const root = pkg.exports['.'] as { import: string };
-    const mod = (await import(pathToFileURL(join(outDir, relative('dist', root.import))).href)) as Record<string, unknown>;
+    const mod = (await import(pathToFileURL(join(outDir, relative('dist', root.import))).href)) as Record<
+      string,
+      unknown
+    >;
     for (const name of [
       'createIdempotencyService',
       'createMemoryStore',

@@ -12,6 +12,7 @@ import {
   spawnClaimWorker,
   TEST_PROVIDERS,
   type TestDatabase,
+  type TestPrismaClient,
   type TestProvider,
 } from '../support/databases.js';
 
@@ -93,7 +94,7 @@ for (const provider of TEST_PROVIDERS) {
         expect(queries).toHaveLength(3);
       });
 
-      it('a lost claim is 1 statement on PostgreSQL and 2 elsewhere; a takeover 1 and 3', async () => {
+      it('a lost claim is 1 statement on PostgreSQL and 2 elsewhere; a takeover 2 and 3', async () => {
         const { client, calls } = countingClient(db.prisma);
         const counted = createPrismaStore(client);
         const first = claimInput();
@@ -110,8 +111,77 @@ for (const provider of TEST_PROVIDERS) {
           claimInput({ key: first.key, now: later, lockedUntil: later + LEASE, expiresAt: later + TTL }),
         );
         expect(takeover).toMatchObject({ claimed: true, takenOver: true, previous: { ownerToken: first.ownerToken } });
-        expect(calls).toHaveLength(provider === 'postgresql' ? 1 : 3);
+        expect(calls).toHaveLength(provider === 'postgresql' ? 2 : 3);
       });
+
+      it.runIf(provider === 'postgresql')(
+        'a lost claim on PostgreSQL takes no row lock and writes nothing (no transaction id is assigned)',
+        async () => {
+          const finished = claimInput();
+          await store.claim(finished);
+          await store.complete({ ...finished, status: 'SUCCEEDED', result: null, resultCode: null, codec: 'json' });
+          const running = claimInput();
+          await store.claim(running);
+
+          // Run the claims inside a transaction only to ask PostgreSQL whether they made it assign an xid: a row
+          // lock or any write would. (The store's claims normally run as autocommit statements.)
+          const pg = db.prisma as TestPrismaClient<'postgresql'>;
+          const xids = await pg.$transaction(async (tx) => {
+            const inTx = createPrismaStore(tx as unknown as IdempotencyPrismaQueryable, { provider: 'postgresql' });
+            const replay = await inTx.claim(claimInput({ key: finished.key }));
+            const duplicate = await inTx.claim(claimInput({ key: running.key }));
+            expect(replay).toMatchObject({ claimed: false, existing: { status: 'SUCCEEDED' } });
+            expect(duplicate).toMatchObject({ claimed: false, existing: { ownerToken: running.ownerToken } });
+            return tx.$queryRawUnsafe<Array<{ xid: unknown }>>('SELECT txid_current_if_assigned() AS xid');
+          });
+
+          expect(xids).toEqual([{ xid: null }]);
+        },
+      );
+
+      it.runIf(provider === 'postgresql')(
+        'reads again when the conflicting row was committed after the claim statement started (2 statements)',
+        async () => {
+          // Prepare: another connection inserts the key and keeps its transaction open, so our claim's INSERT
+          // waits on it with a snapshot that predates the row.
+          const other = (await db.createClient({ poolSize: 1 })) as TestPrismaClient<'postgresql'>;
+          const { client, calls } = countingClient(db.prisma);
+          const counted = createPrismaStore(client);
+          const holder = claimInput();
+          let claiming: Promise<IdempotencyClaimResult> | undefined;
+          try {
+            await other.$transaction(async (tx) => {
+              const [row] = await tx.$queryRawUnsafe<Array<{ xid: string }>>(
+                'SELECT xid(pg_current_xact_id())::text AS xid',
+              );
+              await createPrismaStore(tx as unknown as IdempotencyPrismaQueryable, { provider: 'postgresql' }).claim(
+                holder,
+              );
+              claiming = counted.claim(claimInput({ key: holder.key }));
+              // Act: commit only once our claim is blocked on that transaction.
+              for (let waited = 0; ; waited += 10) {
+                const [waiting] = await db.prisma.$queryRawUnsafe<Array<{ count: number }>>(
+                  "SELECT count(*)::int AS count FROM pg_locks WHERE locktype = 'transactionid' " +
+                    'AND transactionid::text = $1 AND NOT granted',
+                  row?.xid,
+                );
+                if ((waiting?.count ?? 0) > 0) break;
+                if (waited > 10_000) throw new Error('the claim never waited for the open transaction');
+                await new Promise((resolve) => setTimeout(resolve, 10));
+              }
+            });
+            const result = await claiming;
+
+            // Assess: the claim lost to the committed row and returned it, after one re-read.
+            expect(result).toMatchObject({ claimed: false, existing: { ownerToken: holder.ownerToken } });
+            expect(calls).toHaveLength(2);
+          } finally {
+            await claiming?.catch(() => undefined);
+            await other.$disconnect();
+          }
+        },
+        30_000,
+      );
     });
 
     describe('keys are byte-exact (binary, NO PAD collation on MySQL)', () => {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../src/index.js';
-import { createTestApp, type TestApp } from './support/app.js';
 import { deferred } from '../support/deferred.js';
+import { createTestApp, type TestApp } from './support/app.js';
 import { ADAPTERS, createTestClient, type RunningServer, startServer } from './support/http.js';
 
 // httpBatchStreamLink: the response headers go out before the calls finish, so a replay that resolves after

@@ -242,11 +242,14 @@ function bind(statement: Statement, values: readonly unknown[]): unknown[] {
 }
 
 interface Statements {
-  /** PostgreSQL: insert or take over, plus the row as the statement's snapshot saw it. */
-  readonly claimUpsert: Statement;
-  /** SQLite, MySQL: insert when absent (affected rows: 1 won, 0 lost). */
+  /**
+   * Insert when absent. SQLite, MySQL: affected rows say 1 won, 0 lost. PostgreSQL (`claimInsertReturnsRow`): a
+   * query returning one row, `inserted = true` when it won, else the existing record as the statement's
+   * snapshot saw it (NULL columns when that snapshot predates the conflicting row).
+   */
   readonly claimInsert: Statement;
-  /** SQLite, MySQL: take over the record we just read, fenced on its owner token and claimability. */
+  readonly claimInsertReturnsRow: boolean;
+  /** Take over the record we saw, fenced on its owner token and claimability. */
   readonly claimTakeOver: Statement;
   readonly get: Statement;
   readonly complete: Statement;
@@ -270,28 +273,22 @@ function buildStatements(provider: IdempotencyPrismaProvider, tableName: string)
   const fenced = `${q('scope')} = $1 AND ${q('key')} = $2 AND ${q('owner_token')} = $3 AND ${q('status')} = 'IN_PROGRESS'`;
   const values = `VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, NULL, NULL, NULL, $7, $8)`;
   // isRecordClaimable as SQL over the stored row: expired, or IN_PROGRESS with a lapsed lease.
-  const claimable = (alias: string) =>
-    `(${alias}${q('expires_at')} <= $7 OR (${alias}${q('status')} = 'IN_PROGRESS' AND ${alias}${q('locked_until')} <= $7))`;
+  const claimable = `(${q('expires_at')} <= $7 OR (${q('status')} = 'IN_PROGRESS' AND ${q('locked_until')} <= $7))`;
 
-  let claimUpsert = '';
-  let claimInsert = '';
-  let claimTakeOver = '';
+  let claimInsert: string;
   let purge: string;
   if (provider === 'postgresql') {
-    // One statement: insert, or take over when the existing row is claimable; `xmax = 0` tells a fresh insert
-    // from an update. The LEFT JOIN reads the row as this statement's snapshot saw it: the record we collided
-    // with (or replaced), so a lost claim needs no second round trip. A row inserted concurrently after the
-    // snapshot is invisible to it; the store then reads again.
-    const updates = IDEMPOTENCY_RECORD_COLUMNS.filter((column) => column !== 'scope' && column !== 'key')
-      .map((column) => `${q(column)} = EXCLUDED.${q(column)}`)
-      .join(', ');
-    claimUpsert =
-      `WITH claimed AS (INSERT INTO ${table} AS t (${columns}) ${values} ` +
-      `ON CONFLICT (${q('scope')}, ${q('key')}) DO UPDATE SET ${updates} ` +
-      `WHERE ${claimable('t.')} RETURNING (t.xmax = 0) AS inserted) ` +
-      `SELECT c.inserted, ${IDEMPOTENCY_RECORD_COLUMNS.map((column) => `s.${q(column)}`).join(', ')} ` +
-      `FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON TRUE ` +
-      `LEFT JOIN ${table} AS s ON s.${q('scope')} = $1 AND s.${q('key')} = $2`;
+    // ON CONFLICT DO NOTHING: a conflict takes no row lock and assigns no transaction id, so a lost claim
+    // writes nothing and commits without a WAL flush (DO UPDATE .. WHERE false would lock the row and pay
+    // both). The LEFT JOIN returns the record we collided with, read with this statement's snapshot, so a
+    // lost claim is one round trip; its columns are NULL when that row was committed after the snapshot (the
+    // store then reads again). Always exactly one row. A claimable record is taken over by the fenced UPDATE
+    // below, as on SQLite and MySQL. (This shape plans faster than returning the row through UNION ALL.)
+    claimInsert =
+      `WITH ins AS (INSERT INTO ${table} (${columns}) ${values} ON CONFLICT (${q('scope')}, ${q('key')}) DO NOTHING ` +
+      `RETURNING 1) SELECT EXISTS (SELECT 1 FROM ins) AS inserted, ` +
+      `${IDEMPOTENCY_RECORD_COLUMNS.map((column) => `s.${q(column)}`).join(', ')} ` +
+      `FROM (SELECT 1) AS one LEFT JOIN ${table} AS s ON s.${q('scope')} = $1 AND s.${q('key')} = $2`;
     // A TID scan over at most $2 rows found through the expires_at index; the outer condition re-checks
     // expiry so a row taken over meanwhile (new version, new ctid) is never deleted.
     purge =
@@ -305,20 +302,22 @@ function buildStatements(provider: IdempotencyPrismaProvider, tableName: string)
       provider === 'sqlite'
         ? `INSERT INTO ${table} (${columns}) ${values} ON CONFLICT (${q('scope')}, ${q('key')}) DO NOTHING`
         : `INSERT IGNORE INTO ${table} (${columns}) ${values}`;
-    claimTakeOver =
-      `UPDATE ${table} SET ${q('fingerprint')} = $3, ${q('procedure')} = $4, ${q('status')} = 'IN_PROGRESS', ` +
-      `${q('owner_token')} = $5, ${q('locked_until')} = $6, ${q('result')} = NULL, ${q('result_code')} = NULL, ` +
-      `${q('codec')} = NULL, ${q('created_at')} = $7, ${q('expires_at')} = $8 ` +
-      `WHERE ${q('scope')} = $1 AND ${q('key')} = $2 AND ${q('owner_token')} = $9 AND ${claimable('')}`;
     purge =
       provider === 'sqlite'
         ? `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE ${q('expires_at')} <= $1 LIMIT $2)`
         : `DELETE FROM ${table} WHERE ${q('expires_at')} <= $1 ORDER BY ${q('expires_at')} LIMIT $2`;
   }
+  // Atomic on every provider: the row changes only if it still has the owner token we saw and is claimable now
+  // (PostgreSQL and MySQL re-check the condition on the latest row version; SQLite writes one at a time).
+  const claimTakeOver =
+    `UPDATE ${table} SET ${q('fingerprint')} = $3, ${q('procedure')} = $4, ${q('status')} = 'IN_PROGRESS', ` +
+    `${q('owner_token')} = $5, ${q('locked_until')} = $6, ${q('result')} = NULL, ${q('result_code')} = NULL, ` +
+    `${q('codec')} = NULL, ${q('created_at')} = $7, ${q('expires_at')} = $8 ` +
+    `WHERE ${q('scope')} = $1 AND ${q('key')} = $2 AND ${q('owner_token')} = $9 AND ${claimable}`;
   const c = (text: string) => compile(provider, text);
   return {
-    claimUpsert: c(claimUpsert),
     claimInsert: c(claimInsert),
+    claimInsertReturnsRow: provider === 'postgresql',
     claimTakeOver: c(claimTakeOver),
     get: c(`SELECT ${columns} FROM ${table} WHERE ${q('scope')} = $1 AND ${q('key')} = $2`),
     complete: c(
@@ -512,14 +511,15 @@ function toPrismaTransactionOptions(
 /**
  * Create an {@link IdempotencyStore} on your own Prisma 7 client (SQLite, PostgreSQL, MySQL/MariaDB).
  *
- * Every operation is one SQL statement through `$queryRawUnsafe` / `$executeRawUnsafe` (raw SQL is several
- * times cheaper per call than Prisma's model API, and lets one statement insert-or-take-over):
+ * Every statement is raw SQL through `$queryRawUnsafe` / `$executeRawUnsafe` (several times cheaper per call
+ * than Prisma's model API), and every operation but a contested claim is one statement:
  *
  * ```text
- * claim, fresh key      1 statement  PostgreSQL: INSERT .. ON CONFLICT DO UPDATE .. WHERE <claimable>
- *                                    SQLite: INSERT .. ON CONFLICT DO NOTHING; MySQL: INSERT IGNORE
- * claim, key taken      1 (PG) / 2   + SELECT of the existing record (SQLite, MySQL)
- * claim, takeover       1 (PG) / 3   + UPDATE .. WHERE owner_token = <seen> AND <claimable> (SQLite, MySQL)
+ * claim, fresh key      1 statement  SQLite, PostgreSQL: INSERT .. ON CONFLICT DO NOTHING; MySQL: INSERT IGNORE
+ *                                    (PostgreSQL: the same statement also returns the existing row on a conflict)
+ * claim, key taken      1 (PG) / 2   + SELECT of the existing record (SQLite, MySQL). On PostgreSQL a lost claim
+ *                                    takes no row lock and writes nothing: it costs about one read.
+ * claim, takeover       2 (PG) / 3   + UPDATE .. WHERE owner_token = <seen> AND <claimable>
  * get, complete, release, renew, purgeExpired: 1 statement each; completions are fenced by owner token.
  * ```
  *
@@ -578,61 +578,47 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
     return row === undefined ? null : toRecord(row);
   };
 
-  const claimOnPostgres = async (
+  /**
+   * Insert when absent: `true` when this claim inserted the record, else the record it collided with, or `null`
+   * when the statement did not say (SQLite, MySQL always; PostgreSQL when the row was committed after the
+   * statement's snapshot): the caller reads it then.
+   */
+  const tryInsert = async (
     input: IdempotencyClaimInput,
-    times: { now: number; lockedUntil: Date; createdAt: Date; expiresAt: Date },
-  ): Promise<IdempotencyClaimResult> => {
-    for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
-      const rows = await query(
-        sql.claimUpsert,
-        input.scope,
-        input.key,
-        input.fingerprint,
-        input.procedure,
-        input.ownerToken,
-        times.lockedUntil,
-        times.createdAt,
-        times.expiresAt,
-      );
-      const row = rows[0] ?? {};
-      const seen = row.scope === null || row.scope === undefined ? null : toRecord(row);
-      if (row.inserted === true) return { claimed: true, takenOver: false };
-      if (row.inserted === false) {
-        // The snapshot's row is what we replaced, unless a newer version raced in; report it only if it fits.
-        const previous = seen !== null && isRecordClaimable(seen, times.now) ? seen : undefined;
-        return { claimed: true, takenOver: true, previous };
-      }
-      // Lost. A claimable snapshot row cannot be what beat us (the upsert saw a newer, live version), and a
-      // missing one was inserted after our snapshot: read the current row.
-      if (seen !== null && !isRecordClaimable(seen, times.now)) return { claimed: false, existing: seen };
-      const current = await read(input.scope, input.key);
-      if (current !== null && !isRecordClaimable(current, times.now)) return { claimed: false, existing: current };
-      // Released, purged or claimable again since: claim afresh.
-    }
-    return claimDidNotSettle(input);
+    times: { lockedUntil: Date; createdAt: Date; expiresAt: Date },
+  ): Promise<true | IdempotencyRecord | null> => {
+    const values = [
+      input.scope,
+      input.key,
+      input.fingerprint,
+      input.procedure,
+      input.ownerToken,
+      times.lockedUntil,
+      times.createdAt,
+      times.expiresAt,
+    ];
+    if (!sql.claimInsertReturnsRow) return (await executeOn(prisma, sql.claimInsert, values)) > 0 ? true : null;
+    const row = (await queryOn(prisma, sql.claimInsert, values))[0];
+    if (row?.inserted === true) return true;
+    return row === undefined || row.scope === null || row.scope === undefined ? null : toRecord(row);
   };
 
-  const claimWithInsert = async (
+  // Insert; when the key is taken, return the record unless it is claimable, then take it over with an UPDATE
+  // fenced on the owner token we saw. A takeover that finds the row changed, or a record that vanished (released
+  // or purged) between two statements, sends the loop round again, a bounded number of times.
+  const claimRecord = async (
     input: IdempotencyClaimInput,
     times: { now: number; lockedUntil: Date; createdAt: Date; expiresAt: Date },
   ): Promise<IdempotencyClaimResult> => {
     let insert = true;
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
+      let existing: IdempotencyRecord | null = null;
       if (insert) {
-        const inserted = await execute(
-          sql.claimInsert,
-          input.scope,
-          input.key,
-          input.fingerprint,
-          input.procedure,
-          input.ownerToken,
-          times.lockedUntil,
-          times.createdAt,
-          times.expiresAt,
-        );
-        if (inserted > 0) return { claimed: true, takenOver: false };
+        const inserted = await tryInsert(input, times);
+        if (inserted === true) return { claimed: true, takenOver: false };
+        existing = inserted;
       }
-      const existing = await read(input.scope, input.key);
+      existing ??= await read(input.scope, input.key);
       if (existing === null) {
         insert = true; // released or purged between our insert and our read
         continue;
@@ -702,9 +688,7 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
         lockedUntil: checkTime(operation, 'lockedUntil', input.lockedUntil),
         expiresAt: checkTime(operation, 'expiresAt', input.expiresAt),
       };
-      return gate.shared(() =>
-        provider === 'postgresql' ? claimOnPostgres(input, times) : claimWithInsert(input, times),
-      );
+      return gate.shared(() => claimRecord(input, times));
     },
 
     async get(scope, key) {

@@ -3,8 +3,8 @@ import { TRPCClientError } from '@trpc/client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { IdempotencyStore } from '../../../src/index.js';
 import { getIdempotencyErrorCode } from '../../../src/trpc/client.js';
-import { createTestApp, type TestApp, type TestRouter } from './app.js';
 import { countdown } from '../../support/deferred.js';
+import { createTestApp, type TestApp, type TestRouter } from './app.js';
 import { ADAPTERS, createTestClient, type RunningServer, startServer, type TestClientOptions } from './http.js';
 
 /** One store for one server; `cleanup` runs after the server closed. */
