@@ -68,7 +68,10 @@ export function parsePurgeArguments(argv: readonly string[]): IdempotencyPurgeCo
       continue;
     }
     if (arg === '--help' || arg === '-h') throw new PurgeUsageError(USAGE);
-    const [name, inline] = arg.split('=', 2) as [string, string | undefined];
+    // Split at the first '=' only: URLs carry '=' in query strings and passwords.
+    const equals = arg.indexOf('=');
+    const name = equals === -1 ? arg : arg.slice(0, equals);
+    const inline = equals === -1 ? undefined : arg.slice(equals + 1);
     if (!['--url', '--schema', '--table', '--batch-size', '--max-batches'].includes(name)) {
       throw new PurgeUsageError(`unknown argument ${JSON.stringify(arg)}\n${USAGE}`);
     }
@@ -136,7 +139,14 @@ async function connect(command: IdempotencyPurgeCommand): Promise<Connection> {
       const pg = await importDriver<{ default: typeof import('pg') }>('pg', 'PostgreSQL');
       const client = new pg.default.Client({ connectionString: command.url });
       await client.connect();
-      if (command.schema) await client.query(`SET search_path TO "${command.schema.replaceAll('"', '""')}"`);
+      if (command.schema) {
+        try {
+          await client.query(`SET search_path TO "${command.schema.replaceAll('"', '""')}"`);
+        } catch (error) {
+          await client.end();
+          throw error;
+        }
+      }
       return {
         async $queryRawUnsafe<T>(sql: string, ...values: unknown[]) {
           return (await client.query(sql, args(values))).rows as T;

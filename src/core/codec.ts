@@ -61,11 +61,11 @@ export const jsonCodec: IdempotencyCodec<unknown> = Object.freeze({
   name: 'json',
   encode(value: unknown): Uint8Array {
     assertPlainJson(value, '$');
-    return encoder.encode(value === undefined ? '{"$undefined":true}' : JSON.stringify(value));
+    // JSON text is never empty, so zero bytes can stand for `undefined` without colliding with any value.
+    return value === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(value));
   },
   decode(bytes: Uint8Array): unknown {
-    const text = decoder.decode(bytes);
-    return text === '{"$undefined":true}' ? undefined : JSON.parse(text);
+    return bytes.byteLength === 0 ? undefined : JSON.parse(decoder.decode(bytes));
   },
 });
 

@@ -1,5 +1,5 @@
 /**
- * The codes of {@link IdempotencyError}, as SPEC's error table names them.
+ * The codes of {@link IdempotencyError}, as the README's error table names them.
  *
  * @example
  * ```ts
@@ -57,8 +57,11 @@ export interface IdempotencyErrorOptions {
 export class IdempotencyError extends Error {
   /** What went wrong; see {@link IdempotencyErrorCode}. */
   readonly code: IdempotencyErrorCode;
+  /** The procedure the key was sent to, when known. */
   readonly procedure: string | undefined;
+  /** The idempotency key, when it was valid (an invalid key is not echoed back). */
   readonly key: string | undefined;
+  /** For `IN_PROGRESS`: how long to wait before retrying, in milliseconds. */
   readonly retryAfterMs: number | undefined;
   /** Whether retrying the same request with the same key can succeed. */
   readonly retryable: boolean;

@@ -53,6 +53,13 @@ export interface IdempotencyServiceOptions<TStore extends IdempotencyStore = Ide
   readonly leaseMs?: number;
   /** How often a running call renews its lease. Must be shorter than `leaseMs`. @default leaseMs / 3 */
   readonly renewIntervalMs?: number;
+  /**
+   * How long a call may keep renewing its lease. A procedure that hangs in a healthy process would otherwise hold
+   * its key until the TTL ends; after `maxRunMs` the renewals stop, the call's `signal` is aborted, and once the
+   * lease lapses a retry may take the key over. Set it above your slowest healthy procedure.
+   * @default 900_000 (15 minutes)
+   */
+  readonly maxRunMs?: number;
   /** What to do when the key is running elsewhere. @default 'reject' */
   readonly inFlight?: IdempotencyInFlightPolicy;
   /** The `retryAfterMs` hint on `IN_PROGRESS` errors, capped by the lease's remaining time. @default 1_000 */
@@ -136,6 +143,7 @@ export interface IdempotencyCall<T> extends IdempotencyCallPolicy {
   readonly fingerprint: string;
   /** Fail with `KEY_MISSING` when no key was sent. @default false */
   readonly required?: boolean | undefined;
+  /** Serializes the procedure's result for the record (the adapter's choice: a transformer, protobuf bytes). */
   readonly codec: IdempotencyCodec<T>;
   /** Which errors are final, and how they are stored. @default every error is retryable */
   readonly errors?: IdempotencyErrorPolicy | undefined;
@@ -177,14 +185,16 @@ export interface IdempotencyPurgeOptions {
  * ```
  */
 export interface IdempotencyService<TStore extends IdempotencyStore = IdempotencyStore> {
+  /** The store the service was created with. */
   readonly store: TStore;
+  /** The service's source of time (the injected clock, or `systemClock`). */
   readonly clock: IdempotencyClock;
   /**
    * The resolved {@link IdempotencyServiceOptions.maxResultBytes}. Adapters that buffer a result while it is
    * produced (gRPC server streams) stop buffering past it instead of holding an unbounded stream in memory.
    */
   readonly maxResultBytes: number;
-  /** Run one call through the lifecycle in SPEC.md. */
+  /** Run one call through the lifecycle in README.md, "Semantics". */
   execute<T>(call: IdempotencyCall<T>): Promise<IdempotencyOutcome<T>>;
   /** Delete expired records in batches; resolves to the number deleted. */
   purgeExpired(options?: IdempotencyPurgeOptions): Promise<number>;
@@ -194,6 +204,7 @@ const DEFAULTS = {
   ttlMs: 86_400_000,
   leaseMs: 30_000,
   retryAfterMs: 1_000,
+  maxRunMs: 900_000,
   maxResultBytes: 1_048_576,
   waitTimeoutMs: 10_000,
   waitPollIntervalMs: 100,
@@ -263,6 +274,7 @@ export function createIdempotencyService<TStore extends IdempotencyStore = Idemp
     );
   }
   const retryAfterMs = positiveMs('retryAfterMs', options.retryAfterMs, DEFAULTS.retryAfterMs);
+  const maxRunMs = positiveMs('maxRunMs', options.maxRunMs, DEFAULTS.maxRunMs);
   const maxResultBytes = positiveMs('maxResultBytes', options.maxResultBytes, DEFAULTS.maxResultBytes);
   const defaultInFlight = validateInFlight(options.inFlight ?? 'reject');
   const writeAttempts = positiveMs('writeRetry.attempts', options.writeRetry?.attempts, DEFAULTS.writeAttempts);
@@ -512,7 +524,7 @@ export function createIdempotencyService<TStore extends IdempotencyStore = Idemp
       emit('mismatch', base);
       throw new IdempotencyError(
         'FINGERPRINT_MISMATCH',
-        `Idempotency key "${base.key}" for ${base.procedure} holds a result written by codec "${record.codec}", but this call reads codec "${call.codec.name}" (the key was used through another transport or transformer). Use a new key, or give both transports the same codec.`,
+        `Idempotency key "${base.key}" for ${base.procedure} holds a result written by codec "${record.codec}", but this call reads codec "${call.codec.name}" (the key was used through another transport or transformer, or the transformer was renamed, e.g. by a minifier). Use a new key; give both transports the same codec; or pin the codec name (tRPC: the transformerName option).`,
         { procedure: base.procedure, key: base.key },
       );
     }
@@ -531,7 +543,16 @@ export function createIdempotencyService<TStore extends IdempotencyStore = Idemp
       emit('replayed', base, { ok: true, cached: fromCache });
       return { source: 'replayed', ok: true, value };
     }
-    const error = errors.decode(record.resultCode ?? '', bytes);
+    let error: unknown;
+    try {
+      error = errors.decode(record.resultCode ?? '', bytes);
+    } catch (decodeError) {
+      throw new IdempotencyError(
+        'RESULT_NOT_STORABLE',
+        `The stored error for idempotency key "${base.key}" of ${base.procedure} could not be decoded (${errorMessage(decodeError)}). Do not retry with this key.`,
+        { procedure: base.procedure, key: base.key, cause: decodeError },
+      );
+    }
     emit('replayed', base, { ok: false, cached: fromCache });
     return { source: 'replayed', ok: false, error };
   }
@@ -555,11 +576,23 @@ export function createIdempotencyService<TStore extends IdempotencyStore = Idemp
       return runInTransaction(call, errors, base, ownerToken, maxBytes, txStore, txOptions, controller.signal);
     }
     const renewEvery = Math.min(renewIntervalMs, Math.max(1, Math.floor(lease / 3)));
+    const renewUntil = clock.now() + maxRunMs;
     let timer: unknown;
     let stopped = false;
     const scheduleRenewal = () => {
       timer = clock.setTimeout(async () => {
         if (stopped) return;
+        if (clock.now() >= renewUntil) {
+          // A hung procedure must not hold its key until the TTL ends: stop renewing and let the lease lapse.
+          controller.abort(
+            new IdempotencyError(
+              'IN_PROGRESS',
+              `${base.procedure} ran longer than maxRunMs (${maxRunMs} ms) under idempotency key "${key}"; its lease is no longer renewed and a retry may take the key over once it lapses. Raise maxRunMs if the procedure is healthy but slow.`,
+              { procedure: base.procedure, key },
+            ),
+          );
+          return;
+        }
         try {
           const renewed = await store.renew(scope, key, ownerToken, clock.now() + lease);
           // A renewal that waited behind this call's own completion (a transaction holding the row) finds the

@@ -24,7 +24,7 @@ export type IdempotencyGrpcErrorCode =
   | 'TRANSACTION_FAILED';
 
 /**
- * The one table from the interceptor's refusals to gRPC status codes (SPEC.md, "Errors and their mapping").
+ * The one table from the interceptor's refusals to gRPC status codes (README.md, "Semantics", error table).
  * Every refusal is sent trailers-only (no response headers), so grpc-js's `retryPolicy` may retry the
  * retryable ones, with trailer `idempotency-error: <code>` so a client can tell them from the handler's own
  * statuses.

@@ -26,7 +26,7 @@ const METADATA_KEY = /^[0-9a-z_.-]+$/;
 
 /**
  * Validate a configurable metadata key name. Keys ending in `-bin` carry binary values, which cannot be an
- * idempotency key (SPEC: printable ASCII), and `grpc-` is reserved by gRPC.
+ * idempotency key (README, Semantics: printable ASCII), and `grpc-` is reserved by gRPC.
  *
  * @example
  * ```ts

@@ -43,7 +43,7 @@ type MethodDescriptor = ServerMethodDefinition<any, any>;
  * Server interceptor for `@grpc/grpc-js` that makes unary and server-streaming methods idempotent: the first
  * call with a key runs the handler and stores its response; retries with the same key get that response
  * replayed (headers, messages, status and trailers as the first call sent them, plus `idempotent-replayed:
- * true`) and the handler does not run. See SPEC.md for the lifecycle.
+ * true`) and the handler does not run. See README.md, "Semantics", for the lifecycle.
  *
  * Register the services with {@link replayableService} so replays can send the stored protobuf bytes
  * unchanged. Put authentication interceptors before this one in the array (they see the call first), and
@@ -277,7 +277,8 @@ function interceptCall(
     const details =
       origin === 'option'
         ? `rpc-idempotency: the scope or fingerprint option failed for ${descriptor.path}; the handler did not run. The server logged the error.`
-        : `rpc-idempotency: ${error instanceof Error ? error.message : String(error)}; the handler did not run.`;
+        : // The message may carry server-side values (a scope, a stored record's bytes): it goes to onError only.
+          `rpc-idempotency: the idempotency layer failed for ${descriptor.path}; the handler did not run. The server logged the error.`;
     call.sendStatus({ code: status.INTERNAL, details, metadata: null });
   };
 

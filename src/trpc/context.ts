@@ -164,7 +164,7 @@ function contextShape(ctx: unknown): string {
 
 function noBatchIndex(procedure: string): TypeError {
   return new TypeError(
-    `idempotencyMiddleware: cannot tell which key of this request belongs to ${procedure}: the request may be a batch, and this @trpc/server does not pass batchIndex to middlewares (it was added in tRPC 11 in January 2026, pull request #7097). Upgrade @trpc/server, or read the key yourself with getKey.`,
+    `idempotencyMiddleware: cannot tell which key of this request belongs to ${procedure}: the request may be a batch, and this @trpc/server does not pass batchIndex to middlewares (recent @trpc/server 11 releases do; this package is tested with 11.25). Upgrade @trpc/server, or read the key yourself with getKey.`,
   );
 }
 
@@ -189,7 +189,7 @@ function single(value: string | readonly string[] | undefined, name: string, pro
   if (value.length === 1) return value[0];
   throw new IdempotencyError(
     'KEY_INVALID',
-    `The request to ${procedure} carries the ${name} header ${value.length} times; expected it once. The call did not run.`,
+    `The request to ${procedure} carries the ${name} header ${value.length} times; expected it once. The call did not run: send the header once (check proxies that add it again).`,
     { procedure },
   );
 }
@@ -241,7 +241,7 @@ export function readKeyFromContext(ctx: unknown, options: ReadKeyOptions): strin
     if (key !== undefined) {
       throw new IdempotencyError(
         'KEY_INVALID',
-        `The request to ${procedure} carries both ${headerName} and ${batchHeaderName}; expected one of them. The call did not run.`,
+        `The request to ${procedure} carries both ${headerName} and ${batchHeaderName}; expected one of them. The call did not run: send ${batchHeaderName} for batched requests and ${headerName} otherwise (idempotencyHeaders() does this).`,
         { procedure },
       );
     }

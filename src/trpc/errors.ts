@@ -4,8 +4,8 @@ import { type IdempotencyError, type IdempotencyErrorCode, isIdempotencyError } 
 import type { IdempotencyTrpcErrorData } from './protocol.js';
 
 /**
- * How each {@link IdempotencyErrorCode} reaches a tRPC client: the one table of this adapter (SPEC.md, "Errors
- * and their mapping"). The thrown `TRPCError` keeps the `IdempotencyError` as its `cause`, so server code can
+ * How each {@link IdempotencyErrorCode} reaches a tRPC client: the one table of this adapter (the error table in
+ * README.md, "Semantics"). The thrown `TRPCError` keeps the `IdempotencyError` as its `cause`, so server code can
  * check `isIdempotencyError(error.cause)`; clients see the idempotency code through
  * {@link idempotencyErrorData} in your error formatter.
  *

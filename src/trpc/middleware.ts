@@ -50,7 +50,7 @@ export interface IdempotencyTrpcCallInfo {
   readonly type: TRPCProcedureType;
   /**
    * The call's position in a batched request; `0` when not batched. `undefined` on @trpc/server versions that do
-   * not pass it to middlewares yet (it arrived in tRPC 11 in January 2026).
+   * not pass it to middlewares yet (it arrived in a recent @trpc/server 11 release; 11.25 has it).
    */
   readonly batchIndex: number | undefined;
   /** The procedure's `meta`, as declared with `.meta()`. */
@@ -86,9 +86,9 @@ export interface IdempotencyTrpcProcedureOptions {
   readonly ttlMs?: number;
   /** How long a claim holds the key without renewal (renewed while the procedure runs). @default the service's leaseMs (30 s) */
   readonly leaseMs?: number;
-  /** What a call does when its key is running elsewhere: `'reject'` (409 + `Retry-After`) or `{ wait: true }`. @default 'reject' */
+  /** What a call does when its key is running elsewhere: `'reject'` (409 + `Retry-After`) or `{ wait: true }`. @default the service's inFlight ('reject') */
   readonly inFlight?: IdempotencyInFlightPolicy;
-  /** Results larger than this, encoded, are not stored; retries get `RESULT_NOT_STORABLE`. @default 1_048_576 */
+  /** Results larger than this, encoded, are not stored; retries get `RESULT_NOT_STORABLE`. @default the service's maxResultBytes (1_048_576) */
   readonly maxResultBytes?: number;
   /** Which procedure errors are stored and replayed. @default {@link trpcErrorFinality} */
   readonly isFinalError?: IdempotencyTrpcFinalErrors;

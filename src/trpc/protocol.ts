@@ -110,7 +110,7 @@ export function parseBatchKeys(value: string, headerName: string, procedure: str
   const malformed = (problem: string) =>
     new IdempotencyError(
       'KEY_INVALID',
-      `The ${headerName} header of this batched request is malformed: expected a JSON array with one idempotency key or null per batch index, such as ["key-0",null,"key-2"], received ${describeValue(value)} (${problem}). This call did not run. Send the header with idempotencyHeaders() from rpc-idempotency/trpc/client.`,
+      `The ${headerName} header of this batched request to ${procedure} is malformed: expected a JSON array with one idempotency key or null per batch index, such as ["key-0",null,"key-2"], received ${describeValue(value)} (${problem}). This call did not run. Send the header with idempotencyHeaders() from rpc-idempotency/trpc/client.`,
       { procedure },
     );
   let parsed: unknown;

@@ -20,6 +20,9 @@ describe('parsePurgeArguments', () => {
     });
     expect(parsePurgeArguments(['--url=mariadb://root@h/db', '--batch-size=50']).provider).toBe('mysql');
     expect(parsePurgeArguments(['--url', 'mysql://root@h/db']).provider).toBe('mysql');
+    expect(parsePurgeArguments(['--url=postgresql://u:p=1@h/db?sslmode=require']).url).toBe(
+      'postgresql://u:p=1@h/db?sslmode=require',
+    );
     expect(parsePurgeArguments(['--url', 'file:./x.db', '--quiet', '--max-batches', '3'])).toMatchObject({
       provider: 'sqlite',
       maxBatches: 3,

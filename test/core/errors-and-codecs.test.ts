@@ -41,7 +41,7 @@ describe('IdempotencyError', () => {
 
 describe('jsonCodec', () => {
   it('round-trips plain data, including undefined at the top level', () => {
-    for (const value of [{ a: [1, 'x', null, true] }, 'text', 0, null, undefined, []]) {
+    for (const value of [{ a: [1, 'x', null, true] }, 'text', 0, null, undefined, [], { $undefined: true }]) {
       expect(jsonCodec.decode(jsonCodec.encode(value))).toEqual(value);
     }
   });

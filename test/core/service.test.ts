@@ -349,6 +349,23 @@ describe('results that cannot be stored', () => {
     expect((await store.get('tenant-1', 'key-1'))?.resultCode).toBe('RESULT_NOT_STORABLE');
   });
 
+  it('reports a stored final error that cannot be decoded as RESULT_NOT_STORABLE', async () => {
+    const service = makeService();
+    const c = call({ run: async () => Promise.reject(new ValidationError('bad')) });
+    await service.execute(c);
+    const broken = {
+      ...c,
+      errors: {
+        ...testErrors,
+        decode: () => {
+          throw new SyntaxError('truncated error record');
+        },
+      },
+    };
+    const error = await expectIdempotencyError(service.execute(broken), 'RESULT_NOT_STORABLE');
+    expect(error.message).toContain('truncated error record');
+  });
+
   it('reports a stored result the codec cannot decode as RESULT_NOT_STORABLE', async () => {
     const service = makeService();
     await service.execute({ ...call(), codec: { ...jsonCodec, name: 'text' } as never });
@@ -467,6 +484,33 @@ describe('leases', () => {
     gate.resolve('slow but healthy');
     expect(await first).toMatchObject({ source: 'executed', value: 'slow but healthy' });
     expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('stops renewing after maxRunMs, so a hung procedure cannot hold its key until the TTL ends', async () => {
+    const service = makeService({ leaseMs: 3_000, maxRunMs: 10_000 });
+    let signal: AbortSignal | undefined;
+    const hung = service.execute(
+      call({
+        run: (context) => {
+          signal = context.signal;
+          return new Promise<string>(() => {});
+        },
+      }),
+    );
+    await clock.advance(9_000);
+    expect(signal?.aborted).toBe(false);
+    await expectIdempotencyError(service.execute(call()), 'IN_PROGRESS');
+    await clock.advance(2_000); // past maxRunMs: no more renewals
+    expect(signal?.aborted).toBe(true);
+    expect(String((signal?.reason as Error | undefined)?.message)).toMatch(/ran longer than maxRunMs \(10000 ms\)/);
+    const renewals = store.calls.renew;
+    await clock.advance(4_000); // the last lease lapses
+    expect(store.calls.renew).toBe(renewals);
+    expect(await service.execute(call({ run: async () => 'taken over' }))).toMatchObject({
+      source: 'executed',
+      value: 'taken over',
+    });
+    void hung;
   });
 
   it('takes over a record whose owner crashed, once its lease lapsed', async () => {

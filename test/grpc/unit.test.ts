@@ -21,7 +21,7 @@ import { PaymentsService } from './payments.js';
 const service = createIdempotencyService({ store: createMemoryStore() });
 
 describe('IdempotencyGrpcErrorStatus (the one error table)', () => {
-  it('maps every IdempotencyErrorCode as SPEC.md says, plus the three gRPC-only refusals', () => {
+  it('maps every IdempotencyErrorCode as the README error table says, plus the three gRPC-only refusals', () => {
     expect(IdempotencyGrpcErrorStatus).toEqual({
       KEY_MISSING: grpc.status.INVALID_ARGUMENT,
       KEY_INVALID: grpc.status.INVALID_ARGUMENT,

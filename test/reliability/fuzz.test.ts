@@ -6,8 +6,8 @@
 // Invariants: every request gets a clear answer (a 4xx, or a gRPC status that names the problem) within its
 // timeout; no 5xx except the documented RESULT_NOT_STORABLE replay; both servers stay up; and no record is
 // stored for a request the idempotency layer or the transport rejected: every record in the table belongs to
-// a key whose request reached the procedure (it answered, or it stored its final validation error, as SPEC
-// says final errors are).
+// a key whose request reached the procedure (it answered, or it stored its final validation error, as the
+// README says final errors are).
 import { randomUUID } from 'node:crypto';
 import http2 from 'node:http2';
 import { connect } from 'node:net';

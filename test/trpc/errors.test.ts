@@ -12,8 +12,8 @@ import {
   trpcErrorFinality,
 } from '../../src/trpc/index.js';
 
-describe('idempotencyTrpcErrorCodes (the SPEC.md mapping table)', () => {
-  it('maps every idempotency code exactly as SPEC.md says', () => {
+describe('idempotencyTrpcErrorCodes (the README mapping table)', () => {
+  it('maps every idempotency code exactly as the README table says', () => {
     expect(idempotencyTrpcErrorCodes).toEqual({
       KEY_MISSING: 'BAD_REQUEST',
       KEY_INVALID: 'BAD_REQUEST',
