@@ -49,8 +49,16 @@ export function createMemoryStore(options: IdempotencyMemoryStoreOptions = {}): 
       ? record
       : undefined;
   };
+  // The earliest expiresAt among the records (or later): when the store is full of live records, a flood of
+  // new keys must not rescan every record on every claim.
+  let earliestExpiry = Number.POSITIVE_INFINITY;
   const dropExpired = (now: number) => {
-    for (const [recordId, record] of records) if (record.expiresAt <= now) records.delete(recordId);
+    if (now < earliestExpiry) return;
+    earliestExpiry = Number.POSITIVE_INFINITY;
+    for (const [recordId, record] of records) {
+      if (record.expiresAt <= now) records.delete(recordId);
+      else earliestExpiry = Math.min(earliestExpiry, record.expiresAt);
+    }
   };
 
   return Object.freeze({
@@ -67,6 +75,7 @@ export function createMemoryStore(options: IdempotencyMemoryStoreOptions = {}): 
           );
         }
       }
+      earliestExpiry = Math.min(earliestExpiry, input.expiresAt);
       records.set(recordId, {
         scope: input.scope,
         key: input.key,
