@@ -30,12 +30,6 @@ function fakeTransactionalStore(inner: IdempotencyStore) {
   const store: IdempotencyTransactionalStore<FakeTx> = {
     ...inner,
     name: 'fake-transactional',
-    claim: (input) => inner.claim(input),
-    get: (scope, key) => inner.get(scope, key),
-    complete: (input) => inner.complete(input),
-    release: (scope, key, token) => inner.release(scope, key, token),
-    renew: (scope, key, token, until) => inner.renew(scope, key, token, until),
-    purgeExpired: (input) => inner.purgeExpired(input),
     async transaction(work) {
       const writes: string[] = [];
       const completions: IdempotencyCompleteInput[] = [];

@@ -1,11 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { IdempotencyClaimInput, IdempotencyClaimResult, IdempotencyStore } from '../../src/stores/contract.js';
+import type { IdempotencyClaimResult, IdempotencyStore } from '../../src/stores/contract.js';
 import {
   applyIdempotencyMigrations,
   createPrismaStore,
   type IdempotencyPrismaQueryable,
 } from '../../src/stores/prisma/index.js';
+import { claimInput, LEASE_MS as LEASE, T0, TTL_MS as TTL } from '../support/claims.js';
 import {
   createTestDatabase,
   describeWithDatabase,
@@ -15,24 +16,6 @@ import {
   type TestPrismaClient,
   type TestProvider,
 } from '../support/databases.js';
-
-const T0 = 1_764_763_200_123;
-const LEASE = 30_000;
-const TTL = 86_400_000;
-
-function claimInput(overrides: Partial<IdempotencyClaimInput> = {}): IdempotencyClaimInput {
-  return {
-    scope: 'tenant-1',
-    key: randomUUID(),
-    fingerprint: 'f'.repeat(64),
-    procedure: 'payments.create',
-    ownerToken: randomUUID(),
-    now: T0,
-    lockedUntil: T0 + LEASE,
-    expiresAt: T0 + TTL,
-    ...overrides,
-  };
-}
 
 const winners = (results: readonly IdempotencyClaimResult[]) => results.filter((result) => result.claimed).length;
 

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import type { PrismaClient as PostgresPrismaClient } from '../../prisma/generated/postgresql/client.js';
-import type { IdempotencyClaimInput, IdempotencyTransactionalStore } from '../../src/stores/contract.js';
+import type { IdempotencyTransactionalStore } from '../../src/stores/contract.js';
 import { isTransactionalStore } from '../../src/stores/contract.js';
 import { createPrismaStore, type IdempotencyPrismaQueryable } from '../../src/stores/prisma/index.js';
+import { claimInput, T0 } from '../support/claims.js';
 import {
   createTestDatabase,
   describeWithDatabase,
@@ -11,22 +11,6 @@ import {
   type TestDatabase,
   type TestProvider,
 } from '../support/databases.js';
-
-const T0 = 1_764_763_200_123;
-
-function claimInput(overrides: Partial<IdempotencyClaimInput> = {}): IdempotencyClaimInput {
-  return {
-    scope: 'tenant-1',
-    key: randomUUID(),
-    fingerprint: 'f'.repeat(64),
-    procedure: 'orders.create',
-    ownerToken: randomUUID(),
-    now: T0,
-    lockedUntil: T0 + 30_000,
-    expiresAt: T0 + 86_400_000,
-    ...overrides,
-  };
-}
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve: () => void = () => undefined;

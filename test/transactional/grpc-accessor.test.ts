@@ -31,13 +31,8 @@ interface FakeTransactionClient {
 function tokenTransactionalStore(inner: IdempotencyStore): IdempotencyTransactionalStore<FakeTransactionClient> {
   let opened = 0;
   return {
+    ...inner,
     name: 'token-transactional',
-    claim: (input) => inner.claim(input),
-    get: (scope, key) => inner.get(scope, key),
-    complete: (input) => inner.complete(input),
-    release: (scope, key, token) => inner.release(scope, key, token),
-    renew: (scope, key, token, until) => inner.renew(scope, key, token, until),
-    purgeExpired: (input) => inner.purgeExpired(input),
     transaction: (work) => work({ client: { id: `tx-${++opened}` }, complete: (input) => inner.complete(input) }),
   };
 }

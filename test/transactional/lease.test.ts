@@ -13,13 +13,8 @@ import { deferred, instrument } from '../core/helpers.js';
 function transactionalMemoryStore() {
   const inner = instrument(createMemoryStore());
   const store: IdempotencyTransactionalStore<object> = {
+    ...inner,
     name: 'memory-with-transactions',
-    claim: (input) => inner.claim(input),
-    get: (scope, key) => inner.get(scope, key),
-    complete: (input) => inner.complete(input),
-    release: (scope, key, token) => inner.release(scope, key, token),
-    renew: (scope, key, token, until) => inner.renew(scope, key, token, until),
-    purgeExpired: (input) => inner.purgeExpired(input),
     transaction: (work) => work({ client: {}, complete: (input) => inner.complete(input) }),
   };
   return { store, calls: inner.calls };

@@ -583,20 +583,7 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
    * when the statement did not say (SQLite, MySQL always; PostgreSQL when the row was committed after the
    * statement's snapshot): the caller reads it then.
    */
-  const tryInsert = async (
-    input: IdempotencyClaimInput,
-    times: { lockedUntil: Date; createdAt: Date; expiresAt: Date },
-  ): Promise<true | IdempotencyRecord | null> => {
-    const values = [
-      input.scope,
-      input.key,
-      input.fingerprint,
-      input.procedure,
-      input.ownerToken,
-      times.lockedUntil,
-      times.createdAt,
-      times.expiresAt,
-    ];
+  const tryInsert = async (values: unknown[]): Promise<true | IdempotencyRecord | null> => {
     if (!sql.claimInsertReturnsRow) return (await executeOn(prisma, sql.claimInsert, values)) > 0 ? true : null;
     const row = (await queryOn(prisma, sql.claimInsert, values))[0];
     if (row?.inserted === true) return true;
@@ -610,11 +597,22 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
     input: IdempotencyClaimInput,
     times: { now: number; lockedUntil: Date; createdAt: Date; expiresAt: Date },
   ): Promise<IdempotencyClaimResult> => {
+    // The insert and the takeover write the same eight values, in the same order ($1..$8).
+    const values = [
+      input.scope,
+      input.key,
+      input.fingerprint,
+      input.procedure,
+      input.ownerToken,
+      times.lockedUntil,
+      times.createdAt,
+      times.expiresAt,
+    ];
     let insert = true;
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
       let existing: IdempotencyRecord | null = null;
       if (insert) {
-        const inserted = await tryInsert(input, times);
+        const inserted = await tryInsert(values);
         if (inserted === true) return { claimed: true, takenOver: false };
         existing = inserted;
       }
@@ -624,18 +622,7 @@ export function createPrismaStore<C extends IdempotencyPrismaQueryable>(
         continue;
       }
       if (!isRecordClaimable(existing, times.now)) return { claimed: false, existing };
-      const tookOver = await execute(
-        sql.claimTakeOver,
-        input.scope,
-        input.key,
-        input.fingerprint,
-        input.procedure,
-        input.ownerToken,
-        times.lockedUntil,
-        times.createdAt,
-        times.expiresAt,
-        existing.ownerToken,
-      );
+      const tookOver = await execute(sql.claimTakeOver, ...values, existing.ownerToken);
       if (tookOver > 0) return { claimed: true, takenOver: true, previous: existing };
       insert = false; // someone else changed the row first: look again
     }
